@@ -1,0 +1,36 @@
+# Two commands matter: `make demo` and `make test`. Each does all set-up first (idempotent, cached under
+# $(KFR_CACHE_DIR)), so they work on a fresh clone with nothing installed by hand.
+SHELL := /bin/bash
+export KFR_CACHE_DIR ?= $(HOME)/.cache/kfr-spark
+PY := .venv/bin/python
+KFR := .venv/bin/kfr
+DEMO_COMMENTS ?= 300000
+
+.PHONY: setup demo test test-all bench lock clean clean-data help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup:  ## create .venv, build/cache horovod, fetch Delta jars (fast when done before)
+	@bash scripts/bootstrap.sh
+
+demo: setup  ## generate a dataset and run the pipeline end to end on embedded local Spark
+	@bash scripts/demo.sh
+
+test: setup  ## run the test suite (real Spark, Delta, fixtures); no slow benchmarks
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup  ## the test suite including slow tests
+	$(PY) -m pytest -q
+
+bench: setup  ## run every benchmark (slow; prints figures)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lock:  ## recompile requirements/lock.txt from requirements/runtime.in
+	$(KFR_CACHE_DIR)/tools/bin/uv pip compile -q -p 3.11 --no-header requirements/runtime.in -o requirements/lock.txt
+
+clean-data:  ## remove the demo lakehouse and generated data
+	rm -rf data/
+
+clean: clean-data  ## remove the venv too (the cache outside the clone stays)
+	rm -rf .venv

@@ -1,0 +1,169 @@
+"""The table catalog: every Delta table's name, schema, partitioning and natural key, in one place.
+
+Tables are Delta folders under the lakehouse root, `<root>/<layer>/<table>`, addressed by their dotted name
+(`bronze.tsc`). The natural key is what makes reruns exact: writers MERGE on it (or replace whole partitions),
+so running a job twice on the same input leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.sql.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str  # "layer.table"
+    schema: StructType
+    keys: tuple[str, ...]
+    partition_by: tuple[str, ...] = ()
+    description: str = ""
+    # Columns that describe how a row was written (run ids, timestamps) rather than what it says; tests
+    # comparing two runs' outputs ignore them.
+    lineage_columns: tuple[str, ...] = field(default=())
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def view_name(self) -> str:
+        """The temp view name a SQL user can query (`bronze_tsc`)."""
+        return self.name.replace(".", "_")
+
+    def __post_init__(self) -> None:
+        columns = set(self.schema.fieldNames())
+        missing = [c for c in (*self.keys, *self.partition_by) if c not in columns]
+        if missing:
+            raise ValueError(f"{self.name}: key/partition columns not in schema: {missing}")
+
+
+def _schema(*fields: tuple[str, object, bool]) -> StructType:
+    return StructType([StructField(name, dtype, nullable) for name, dtype, nullable in fields])
+
+
+BRONZE_TSC = TableSpec(
+    name="bronze.tsc",
+    description="One time-synchronized comment as ingested, HTML-unescaped but otherwise untouched.",
+    schema=_schema(
+        ("source", StringType(), False),
+        ("video_id", StringType(), False),
+        ("comment_id", StringType(), False),
+        ("user_id", StringType(), True),
+        ("video_time_s", DoubleType(), False),
+        ("posted_at", TimestampType(), True),
+        ("mode", IntegerType(), False),
+        ("text", StringType(), False),
+        ("font_size", IntegerType(), True),
+        ("color", LongType(), True),
+        ("pool", IntegerType(), True),
+        ("is_special", BooleanType(), False),
+        ("format", StringType(), False),
+        ("source_file", StringType(), False),
+        ("record_no", IntegerType(), False),
+        ("ingest_run_id", StringType(), False),
+        ("ingest_date", DateType(), False),
+    ),
+    keys=("source", "video_id", "comment_id"),
+    partition_by=("ingest_date",),
+    lineage_columns=("ingest_run_id", "ingest_date"),
+)
+
+BRONZE_TSC_REJECTS = TableSpec(
+    name="bronze.tsc_rejects",
+    description="A comment record, or a whole file, that could not be ingested, with the reason.",
+    schema=_schema(
+        ("source_file", StringType(), False),
+        ("record_no", IntegerType(), False),  # 0: the whole file
+        ("reason", StringType(), False),
+        ("detail", StringType(), True),
+        ("raw", StringType(), True),  # truncated payload
+        ("format", StringType(), True),
+        ("ingest_run_id", StringType(), False),
+        ("ingest_date", DateType(), False),
+    ),
+    keys=("source_file", "record_no"),
+    partition_by=("ingest_date",),
+    lineage_columns=("ingest_run_id", "ingest_date"),
+)
+
+BRONZE_VIDEOS = TableSpec(
+    name="bronze.videos",
+    description="One video of the catalog: its duration and frame rate, and its file if there is one.",
+    schema=_schema(
+        ("video_id", StringType(), False),
+        ("title", StringType(), True),
+        ("duration_s", DoubleType(), False),
+        ("fps", DoubleType(), True),
+        ("width", IntegerType(), True),
+        ("height", IntegerType(), True),
+        ("uri", StringType(), True),
+        ("ingest_run_id", StringType(), False),
+    ),
+    keys=("video_id",),
+    lineage_columns=("ingest_run_id",),
+)
+
+OPS_JOB_RUNS = TableSpec(
+    name="ops.job_runs",
+    description="The job-run ledger: one row per run of any job, with its inputs' and outputs' Delta versions.",
+    schema=_schema(
+        ("run_id", StringType(), False),
+        ("job", StringType(), False),
+        ("status", StringType(), False),  # running | succeeded | failed
+        ("started_at", TimestampType(), False),
+        ("finished_at", TimestampType(), True),
+        ("duration_s", DoubleType(), True),
+        ("config_hash", StringType(), False),
+        ("params", StringType(), True),  # JSON of the job's arguments
+        ("input_versions", MapType(StringType(), LongType()), True),
+        ("output_versions", MapType(StringType(), LongType()), True),
+        ("rows_in", LongType(), True),
+        ("rows_out", LongType(), True),
+        ("rows_rejected", LongType(), True),
+        ("metrics", MapType(StringType(), DoubleType()), True),
+        ("error", StringType(), True),
+        ("spark_app_id", StringType(), True),
+        ("kfr_version", StringType(), True),
+    ),
+    keys=("run_id",),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (BRONZE_TSC, BRONZE_TSC_REJECTS, BRONZE_VIDEOS, OPS_JOB_RUNS)
+}
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(sorted(TABLES))}") from None
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    """Resolves table names to their Delta folders under one root."""
+
+    root: Path
+
+    def path(self, name: str) -> str:
+        table = spec(name)
+        return str(Path(self.root) / table.layer / table.short_name)

@@ -1,0 +1,189 @@
+"""Typed configuration, loaded from YAML and overridden by environment variables and CLI flags.
+
+Precedence, lowest first: the model defaults below, the YAML file (`conf/local.yaml` unless told otherwise),
+environment variables `KFR__SECTION__KEY=value`, then `--set section.key=value` flags. Override values are
+parsed as YAML scalars, so `--set spark.shuffle_partitions=8` gives an int. Unknown keys are errors: a typo in
+a nightly job's config must fail loudly, not fall back to a default.
+
+Relative paths in a config file are resolved against the file's own folder, so a job reads the same lakehouse
+whatever directory it is started from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
+ENV_PREFIX = "KFR__"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class SparkConfig(_Section):
+    """How to reach Spark. Under spark-submit, `master` is taken from spark-submit instead."""
+
+    master: str = "local[*]"
+    app_name: str = "kfr-spark"
+    driver_memory: str = "4g"
+    # None: twice the cores Spark sees, which suits one machine; a cluster config sets it explicitly.
+    shuffle_partitions: int | None = Field(default=None, ge=1)
+    ui_enabled: bool = False
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    # "cache": the Delta jars resolved once by `make setup` (offline afterwards);
+    # "provided": the cluster already has Delta on its classpath (spark-submit --packages or the image).
+    delta_jars: Literal["cache", "provided"] = "cache"
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings, verbatim")
+
+
+class LakehouseConfig(_Section):
+    """Where the Delta tables live: `<root>/<layer>/<table>`."""
+
+    root: Path = Path("data/lakehouse")
+
+
+class IngestConfig(_Section):
+    """Reading comment files into bronze.tsc."""
+
+    input_paths: tuple[str, ...] = ()
+    # Where a file's video id comes from: its own metadata (Bilibili <chatid>, Niconico thread) when
+    # present, else the file name; or always the file name.
+    video_id_from: Literal["metadata", "filename"] = "metadata"
+    # Applied to the file name without its extension; the named group `video_id` is the id.
+    video_id_pattern: str = r"(?P<video_id>.+)"
+    default_source: str = "generic"
+    max_text_chars: int = Field(default=500, ge=1)
+    max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_video_time_s: float = Field(default=24 * 3600.0, gt=0)
+    # Files per Spark task is derived from the input size; this bounds the partition size in bytes.
+    target_partition_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    @field_validator("video_id_pattern")
+    @classmethod
+    def _pattern_has_group(cls, value: str) -> str:
+        import re
+
+        try:
+            compiled = re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a valid regular expression: {error}") from None
+        if "video_id" not in compiled.groupindex:
+            raise ValueError("must contain a named group (?P<video_id>...)")
+        return value
+
+
+class SynthSettings(_Section):
+    """Defaults for `kfr synth`; flags on the command line override them."""
+
+    out_dir: Path = Path("data/synth")
+    seed: int = 7
+    n_videos: int = Field(default=200, ge=1)
+    n_users: int = Field(default=5000, ge=1)
+    n_comments: int = Field(default=300_000, ge=1)
+    with_video: bool = False
+
+
+class KfrConfig(_Section):
+    spark: SparkConfig = SparkConfig()
+    lakehouse: LakehouseConfig = LakehouseConfig()
+    ingest: IngestConfig = IngestConfig()
+    synth: SynthSettings = SynthSettings()
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the whole config, recorded with every job run."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> KfrConfig:
+    """Load, merge and validate a config; raise ConfigError naming the bad key on any problem."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    environ = os.environ if environ is None else environ
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    _resolve_paths(raw, base=path.resolve().parent)
+
+    for key, value in sorted(environ.items()):
+        if key.startswith(ENV_PREFIX):
+            dotted = key[len(ENV_PREFIX):].lower().replace("__", ".")
+            _set_dotted(raw, dotted, _parse_scalar(value), origin=f"environment variable {key}")
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep or not dotted:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _set_dotted(raw, dotted.strip(), _parse_scalar(value), origin=f"--set {item}")
+    try:
+        return KfrConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, origin: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+_PATH_KEYS = {("lakehouse", "root"), ("synth", "out_dir")}
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for section, key in _PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute():
+            raw[section][key] = str((base / value).resolve())
+    ingest = raw.get("ingest")
+    if isinstance(ingest, dict) and isinstance(ingest.get("input_paths"), list):
+        ingest["input_paths"] = [
+            p if not isinstance(p, str) or "://" in p or Path(p).is_absolute() else str((base / p).resolve())
+            for p in ingest["input_paths"]
+        ]
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid config ({path}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {key}: {message}{shown}")
+    return "\n".join(lines)

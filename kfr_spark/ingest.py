@@ -1,0 +1,274 @@
+"""Ingest: comment files → `bronze.tsc` (+ `bronze.tsc_rejects`).
+
+Files are listed and read by Spark's `binaryFile` source and parsed on the executors by the pure parsers of
+`kfr_spark.tsc_formats` inside `mapInPandas`; the driver never holds comments. A file is never fatal: whatever
+cannot be read becomes a reject row with a reason code. Writes are insert-only MERGEs on the natural keys, so
+ingesting the same files twice changes nothing and a new file adds only its new comments.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import PurePosixPath
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from kfr_spark import delta_io
+from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, Lakehouse
+from kfr_spark.config import IngestConfig
+from kfr_spark.ledger import JobRun
+
+log = logging.getLogger(__name__)
+
+# What the parsing step emits: one row per comment or per reject, told apart by `kind`.
+PARSED_SCHEMA = StructType(
+    [
+        StructField("kind", StringType(), False),  # "comment" | "reject"
+        StructField("source_file", StringType(), False),
+        StructField("record_no", IntegerType(), False),
+        StructField("format", StringType(), True),
+        StructField("source", StringType(), True),
+        StructField("video_id", StringType(), True),
+        StructField("comment_id", StringType(), True),
+        StructField("user_id", StringType(), True),
+        StructField("video_time_s", DoubleType(), True),
+        StructField("posted_at_unix", LongType(), True),
+        StructField("mode", IntegerType(), True),
+        StructField("text", StringType(), True),
+        StructField("font_size", IntegerType(), True),
+        StructField("color", LongType(), True),
+        StructField("pool", IntegerType(), True),
+        StructField("is_special", BooleanType(), True),
+        StructField("reason", StringType(), True),
+        StructField("detail", StringType(), True),
+        StructField("raw", StringType(), True),
+    ]
+)
+
+_FORMAT_SOURCE = {
+    "bilibili_xml": "bilibili",
+    "bilibili_archive_xml": "bilibili",
+    "niconico_json": "niconico",
+    "niconico_xml": "niconico",
+}
+
+# Ids end up in file paths downstream (key frame images, exports): keep them to a safe alphabet.
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    files: int
+    records: int
+    comments_inserted: int
+    rejects_inserted: int
+    rejects_by_reason: dict[str, int]
+
+
+def video_id_for(name: str, from_metadata: str | None, cfg: IngestConfig) -> tuple[str | None, str | None]:
+    """(video_id, error): the id from the file's metadata or name, checked against the safe alphabet."""
+    candidate = from_metadata if (cfg.video_id_from == "metadata" and from_metadata) else None
+    if candidate is None:
+        stem = PurePosixPath(name).name
+        for suffix in (".gz", ".xml", ".json", ".jsonl", ".csv", ".parquet"):
+            stem = stem.removesuffix(suffix)
+        match = re.fullmatch(cfg.video_id_pattern, stem) or re.search(cfg.video_id_pattern, stem)
+        candidate = match.group("video_id") if match else None
+        if not candidate:
+            return None, f"file name {stem!r} does not match video_id_pattern"
+    candidate = str(candidate).strip()
+    if not SAFE_ID.fullmatch(candidate):
+        return None, f"video id {candidate[:80]!r} has characters outside [A-Za-z0-9_.-] or is too long"
+    return candidate, None
+
+
+def parse_partition(cfg: IngestConfig):
+    """The mapInPandas function: binaryFile rows (path, content) → PARSED_SCHEMA rows."""
+
+    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from kfr_spark.tsc_formats import ParseLimits, parse_tsc_file
+
+        limits = ParseLimits(
+            max_text_chars=cfg.max_text_chars,
+            max_file_bytes=cfg.max_file_bytes,
+            max_video_time_s=cfg.max_video_time_s,
+        )
+        columns = [f.name for f in PARSED_SCHEMA.fields]
+        for batch in batches:
+            rows: list[tuple] = []
+            for path, content in zip(batch["path"], batch["content"]):
+                rows.extend(_parse_one(path, bytes(content), cfg, limits, parse_tsc_file))
+            if rows:
+                yield pd.DataFrame.from_records(rows, columns=columns)
+
+    return parse
+
+
+def _parse_one(path: str, content: bytes, cfg: IngestConfig, limits, parse_tsc_file) -> list[tuple]:
+    parsed = parse_tsc_file(content, path, limits=limits)
+    fmt = parsed.format
+    rows = [
+        ("reject", path, r.record_no, fmt, None, None, None, None, None, None, None, None, None, None, None, None,
+         r.reason, r.detail, r.raw)
+        for r in parsed.rejects
+    ]
+    if not parsed.comments:
+        return rows
+    video_id, error = video_id_for(path, parsed.video_id, cfg)
+    if video_id is None:
+        rows.append(("reject", path, 0, fmt, None, None, None, None, None, None, None, None, None, None, None,
+                     None, "bad_video_id", error, ""))
+        return rows
+    source = _FORMAT_SOURCE.get(fmt, cfg.default_source)
+    for record_no, c in parsed.numbered_comments():
+        rows.append(
+            ("comment", path, record_no, fmt, source, video_id, c.comment_id, c.user_id, c.video_time_s,
+             c.posted_at, c.mode, c.text, c.font_size, c.color, c.pool, c.is_special, None, None, None)
+        )
+    return rows
+
+
+def _configure_reads(spark: SparkSession, total_bytes: int, cfg: IngestConfig) -> dict[str, str | None]:
+    """Pack files into enough partitions for every core; return the settings to restore afterwards."""
+    cores = spark.sparkContext.defaultParallelism
+    target = max(256 * 1024, min(cfg.target_partition_bytes, total_bytes // max(1, 3 * cores) + 1))
+    settings = {
+        "spark.sql.files.maxPartitionBytes": str(target),
+        "spark.sql.files.openCostInBytes": str(64 * 1024),
+        # A batch handed to Python holds whole files: keep it to a few files, not 10,000 rows of them.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "16",
+    }
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    return previous
+
+
+def _restore(spark: SparkSession, previous: dict[str, str | None]) -> None:
+    for key, value in previous.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
+
+
+def list_files(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Every file under the given paths (recursively), without reading content."""
+    return (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("ignoreMissingFiles", "true")
+        .load(paths)
+        .select("path", "length", "modificationTime")
+    )
+
+
+def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun) -> IngestSummary:
+    listing = list_files(spark, paths)
+    stats = listing.agg(F.count("*").alias("files"), F.coalesce(F.sum("length"), F.lit(0)).alias("bytes")).first()
+    n_files, total_bytes = int(stats["files"]), int(stats["bytes"])
+    log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, ", ".join(paths))
+    run.metrics["input_files"] = n_files
+    run.metrics["input_bytes"] = total_bytes
+
+    today = date.today()
+    oversized = listing.filter(F.col("length") > cfg.max_file_bytes).select(
+        F.lit("reject").alias("kind"),
+        F.col("path").alias("source_file"),
+        F.lit(0).alias("record_no"),
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in PARSED_SCHEMA.fields[3:16]],
+        F.lit("oversized_file").alias("reason"),
+        F.concat(F.lit("file of "), F.col("length").cast("string"), F.lit(f" bytes exceeds {cfg.max_file_bytes}")).alias("detail"),
+        F.lit("").alias("raw"),
+    )
+
+    previous = _configure_reads(spark, total_bytes, cfg)
+    try:
+        contents = (
+            spark.read.format("binaryFile")
+            .option("recursiveFileLookup", "true")
+            .option("ignoreMissingFiles", "true")
+            .load(paths)
+            .filter(F.col("length") <= cfg.max_file_bytes)
+            .select("path", "content")
+        )
+        parsed = contents.mapInPandas(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(oversized)
+        parsed = parsed.persist()
+        counts = {row["kind"]: int(row["n"]) for row in parsed.groupBy("kind").agg(F.count("*").alias("n")).collect()}
+    finally:
+        _restore(spark, previous)
+
+    try:
+        comments, duplicates = _split_duplicates(parsed.filter(F.col("kind") == "comment"))
+        comments = comments.select(
+            "source", "video_id", "comment_id", "user_id", "video_time_s",
+            F.timestamp_seconds("posted_at_unix").alias("posted_at"),
+            "mode", "text", "font_size", "color", "pool", "is_special", "format", "source_file", "record_no",
+            F.lit(run.run_id).alias("ingest_run_id"), F.lit(today).alias("ingest_date"),
+        )
+        rejects = parsed.filter(F.col("kind") == "reject").unionByName(duplicates)
+        rejects = rejects.select(
+            "source_file", "record_no", "reason", "detail", F.substring("raw", 1, 1024).alias("raw"), "format",
+            F.lit(run.run_id).alias("ingest_run_id"), F.lit(today).alias("ingest_date"),
+        ).dropDuplicates(list(BRONZE_TSC_REJECTS.keys))
+
+        run.read(BRONZE_TSC.name, delta_io.current_version(spark, lake, BRONZE_TSC.name))
+        tsc_write = delta_io.merge_insert_new(spark, lake, BRONZE_TSC.name, comments)
+        run.wrote(BRONZE_TSC.name, tsc_write.version)
+        rejects_write = delta_io.merge_insert_new(spark, lake, BRONZE_TSC_REJECTS.name, rejects)
+        run.wrote(BRONZE_TSC_REJECTS.name, rejects_write.version)
+        by_reason = {
+            row["reason"]: int(row["n"])
+            for row in rejects.groupBy("reason").agg(F.count("*").alias("n")).collect()
+        }
+    finally:
+        parsed.unpersist()
+
+    n_records = counts.get("comment", 0) + counts.get("reject", 0)
+    run.rows_in = n_records
+    run.rows_out = tsc_write.rows_inserted
+    run.rows_rejected = sum(by_reason.values())
+    run.metrics.update({f"rejected.{reason}": n for reason, n in by_reason.items()})
+    return IngestSummary(
+        files=n_files,
+        records=n_records,
+        comments_inserted=tsc_write.rows_inserted,
+        rejects_inserted=rejects_write.rows_inserted,
+        rejects_by_reason=dict(sorted(by_reason.items())),
+    )
+
+
+def _split_duplicates(comments: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Keep the first copy of each natural key in this batch (by file, then record); reject the others.
+
+    The parsers already drop repeats inside one file; this catches the same comment arriving in two files.
+    """
+    order = Window.partitionBy(*BRONZE_TSC.keys).orderBy("source_file", "record_no")
+    ranked = comments.withColumn("_copy", F.row_number().over(order))
+    firsts = ranked.filter(F.col("_copy") == 1).drop("_copy")
+    repeats = ranked.filter(F.col("_copy") > 1).select(
+        F.lit("reject").alias("kind"),
+        "source_file",
+        "record_no",
+        "format",
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in PARSED_SCHEMA.fields[4:16]],
+        F.lit("duplicate").alias("reason"),
+        F.concat_ws("/", "source", "video_id", "comment_id").alias("detail"),
+        F.col("text").alias("raw"),
+    )
+    return firsts, repeats

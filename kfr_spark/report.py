@@ -1,0 +1,64 @@
+"""Readable summaries of the lakehouse and the ledger for people at a terminal.
+
+Everything printed here is an aggregate computed by Spark (counts, group-bys, the last N ledger rows), never
+the data itself, so it stays cheap however large the tables grow.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from kfr_spark import delta_io
+from kfr_spark.catalog import BRONZE_TSC_REJECTS, OPS_JOB_RUNS, TABLES, Lakehouse
+
+
+def lakehouse_summary(spark: SparkSession, lake: Lakehouse) -> list[tuple[str, int | None, int | None, str]]:
+    """(table, rows, version, path) for every catalog table; rows/version None when not created yet."""
+    out = []
+    for name in sorted(TABLES):
+        version = delta_io.current_version(spark, lake, name)
+        rows = delta_io.read_table(spark, lake, name).count() if version is not None else None
+        out.append((name, rows, version, lake.path(name)))
+    return out
+
+
+def rejects_by_reason(spark: SparkSession, lake: Lakehouse) -> dict[str, int]:
+    if not delta_io.table_exists(spark, lake, BRONZE_TSC_REJECTS.name):
+        return {}
+    frame = delta_io.read_table(spark, lake, BRONZE_TSC_REJECTS.name)
+    rows = frame.groupBy("reason").agg(F.count("*").alias("n")).orderBy(F.desc("n"), "reason").collect()
+    return {row["reason"]: int(row["n"]) for row in rows}
+
+
+def print_lakehouse_summary(spark: SparkSession, lake: Lakehouse) -> None:
+    print(f"lakehouse: {lake.root}")
+    print(f"  {'table':<22} {'rows':>12} {'version':>8}  path")
+    for name, rows, version, path in lakehouse_summary(spark, lake):
+        shown_rows = f"{rows:,}" if rows is not None else "-"
+        shown_version = str(version) if version is not None else "-"
+        print(f"  {name:<22} {shown_rows:>12} {shown_version:>8}  {path}")
+    reasons = rejects_by_reason(spark, lake)
+    if reasons:
+        print("rejects by reason:")
+        for reason, n in reasons.items():
+            print(f"  {reason:<22} {n:>12,}")
+
+
+def print_job_runs(spark: SparkSession, lake: Lakehouse, last: int = 20) -> None:
+    if not delta_io.table_exists(spark, lake, OPS_JOB_RUNS.name):
+        print("no job runs recorded yet")
+        return
+    rows = (
+        delta_io.read_table(spark, lake, OPS_JOB_RUNS.name)
+        .orderBy(F.desc("started_at"))
+        .limit(last)
+        .collect()
+    )
+    print(f"  {'started (UTC)':<20} {'job':<10} {'status':<10} {'secs':>7} {'in':>11} {'out':>11} {'rejected':>9}  run")
+    for r in rows:
+        secs = f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "-"
+        print(
+            f"  {r['started_at']:%Y-%m-%d %H:%M:%S}  {r['job']:<10} {r['status']:<10} {secs:>7} "
+            f"{r['rows_in'] or 0:>11,} {r['rows_out'] or 0:>11,} {r['rows_rejected'] or 0:>9,}  {r['run_id'][:12]}"
+        )
