@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import MapType, StructField
 
 from kfr_spark.catalog import Lakehouse, TableSpec, spec
 
@@ -70,7 +71,8 @@ def _last_commit(delta: DeltaTable, name: str) -> WriteResult:
     def metric(key: str) -> int:
         return int(metrics.get(key, 0) or 0)
 
-    inserted = metric("numTargetRowsInserted") or metric("numOutputRows")
+    # A MERGE reports inserted rows; a plain write (no such metric) reports what it wrote.
+    inserted = metric("numTargetRowsInserted") if "numTargetRowsInserted" in metrics else metric("numOutputRows")
     return WriteResult(
         table=name,
         version=int(row["version"]),
@@ -97,13 +99,22 @@ def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFr
     return _last_commit(delta, name)
 
 
+def _differs(column: StructField) -> str:
+    """SQL that is true when target and source differ in this column (maps have no equality: compare JSON)."""
+    name = f"`{column.name}`"
+    if isinstance(column.dataType, MapType):
+        return f"NOT (to_json(t.{name}) <=> to_json(s.{name}))"
+    return f"NOT (t.{name} <=> s.{name})"
+
+
 def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
     """Insert new keys and overwrite rows whose key exists but whose content changed."""
     table = spec(name)
     delta = ensure_table(spark, lake, name)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-    compared = [f.name for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns]
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compared) or "false"
+    changed = " OR ".join(
+        _differs(f) for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns
+    ) or "false"
     (
         delta.alias("t")
         .merge(_conform(df, table).alias("s"), condition)

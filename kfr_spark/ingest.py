@@ -256,11 +256,19 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
 def _split_duplicates(comments: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Keep the first copy of each natural key in this batch (by file, then record); reject the others.
 
-    The parsers already drop repeats inside one file; this catches the same comment arriving in two files.
+    The parsers already drop repeats inside one file, so a key can only repeat where two files claim the same
+    video. Only those videos' comments go through the ranking window; the rest are not shuffled for it.
     """
+    video = ["source", "video_id"]
+    shared_videos = (
+        comments.select(*video, "source_file").distinct()
+        .groupBy(*video).agg(F.count("*").alias("files")).filter(F.col("files") > 1).select(*video)
+    )
+    contested = comments.join(F.broadcast(shared_videos), video, "left_semi")
+    uncontested = comments.join(F.broadcast(shared_videos), video, "left_anti")
     order = Window.partitionBy(*BRONZE_TSC.keys).orderBy("source_file", "record_no")
-    ranked = comments.withColumn("_copy", F.row_number().over(order))
-    firsts = ranked.filter(F.col("_copy") == 1).drop("_copy")
+    ranked = contested.withColumn("_copy", F.row_number().over(order))
+    firsts = uncontested.unionByName(ranked.filter(F.col("_copy") == 1).drop("_copy"))
     repeats = ranked.filter(F.col("_copy") > 1).select(
         F.lit("reject").alias("kind"),
         "source_file",
@@ -268,7 +276,7 @@ def _split_duplicates(comments: DataFrame) -> tuple[DataFrame, DataFrame]:
         "format",
         *[F.lit(None).cast(f.dataType).alias(f.name) for f in PARSED_SCHEMA.fields[4:16]],
         F.lit("duplicate").alias("reason"),
-        F.concat_ws("/", "source", "video_id", "comment_id").alias("detail"),
+        F.concat(F.lit("same key as an earlier file: "), F.concat_ws("/", "source", "video_id", "comment_id")).alias("detail"),
         F.col("text").alias("raw"),
     )
     return firsts, repeats

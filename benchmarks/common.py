@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmarks: generated data cached by size, a process-tree memory sampler, and
+running a `kfr` stage in a child process so its memory is measured apart from the benchmark's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("KFR_BENCH_DIR", REPO / "benchmarks" / "out"))
+
+
+def synth_dataset(n_comments: int, *, seed: int = 11, with_video: bool = False) -> Path:
+    """Generated data for a size, made once and reused by later runs (the generator is deterministic)."""
+    from kfr_spark.synth import SynthConfig, generate
+
+    out = OUT / f"synth-{n_comments}-s{seed}{'-video' if with_video else ''}"
+    done = out / ".complete"
+    if done.exists():
+        return out
+    n_videos = max(20, n_comments // 5000)
+    config = SynthConfig(
+        seed=seed, n_videos=n_videos, n_users=max(1000, n_comments // 50), n_comments=n_comments,
+        with_video=with_video,
+    )
+    started = time.perf_counter()
+    generate(config, out)
+    done.write_text(json.dumps({"seconds": time.perf_counter() - started}))
+    print(f"  generated {n_comments:,} comments in {time.perf_counter() - started:.1f}s → {out}")
+    return out
+
+
+@dataclass
+class Peak:
+    driver_rss: int = 0  # the Python driver process
+    jvm_rss: int = 0  # the Spark JVM (driver and, in local mode, the executors)
+    workers_rss: int = 0  # Python workers together
+    total_rss: int = 0
+
+
+class TreeSampler:
+    """Samples the RSS of a process and its descendants every `interval` seconds; keeps the peaks."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = Peak()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "TreeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                driver = jvm = workers = 0
+                for proc in procs:
+                    try:
+                        rss = proc.memory_info().rss
+                        name = proc.name()
+                    except psutil.Error:
+                        continue
+                    if proc.pid == self.root.pid:
+                        driver += rss
+                    elif "java" in name:
+                        jvm += rss
+                    else:
+                        workers += rss
+                p = self.peak
+                p.driver_rss, p.jvm_rss = max(p.driver_rss, driver), max(p.jvm_rss, jvm)
+                p.workers_rss = max(p.workers_rss, workers)
+                p.total_rss = max(p.total_rss, driver + jvm + workers)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+
+def run_kfr(args: list[str], lakehouse: Path, extra_sets: list[str] = ()) -> tuple[float, Peak, str]:
+    """Run `kfr <args>` against a lakehouse in a child process; return (wall seconds, peak memory, stdout)."""
+    cmd = [sys.executable, "-m", "kfr_spark.cli", *args, "--set", f"lakehouse.root={lakehouse}"]
+    for item in extra_sets:
+        cmd += ["--set", item]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeSampler(proc.pid) as sampler:
+        out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-4000:]}")
+    return wall, sampler.peak, out
+
+
+def last_run(lakehouse: Path, job: str) -> dict:
+    """The newest ledger row of a job, read with pyarrow from the Delta table's files (no Spark needed)."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(lakehouse / "ops" / "job_runs"), format="parquet").to_table().to_pylist()
+    rows = [r for r in table if r["job"] == job and r["status"] == "succeeded"]
+    return max(rows, key=lambda r: (r["finished_at"] or r["started_at"]))
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
