@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
     BooleanType,
     DateType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -146,8 +149,131 @@ OPS_JOB_RUNS = TableSpec(
     keys=("run_id",),
 )
 
+SILVER_SHOTS = TableSpec(
+    name="silver.shots",
+    description="One shot of a video with its key frame (JPEG), or a uniform slice where there is no file.",
+    schema=_schema(
+        ("video_id", StringType(), False),
+        ("shot_idx", IntegerType(), False),
+        ("start_s", DoubleType(), False),
+        ("end_s", DoubleType(), False),
+        ("start_frame", IntegerType(), True),
+        ("end_frame", IntegerType(), True),
+        ("keyframe_s", DoubleType(), True),
+        ("keyframe_frame", IntegerType(), True),
+        ("keyframe_jpeg", BinaryType(), True),
+        ("keyframe_width", IntegerType(), True),
+        ("keyframe_height", IntegerType(), True),
+        ("is_uniform", BooleanType(), False),  # no video file: N uniform slices, no key frame
+        ("detector", StringType(), False),
+        ("params_hash", StringType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("video_id", "shot_idx"),
+    lineage_columns=("run_id",),
+)
+
+SILVER_TSC_ALIGNED = TableSpec(
+    name="silver.tsc_aligned",
+    description="One comment pinned to the shot on screen when its writer started typing.",
+    schema=_schema(
+        ("source", StringType(), False),
+        ("video_id", StringType(), False),
+        ("comment_id", StringType(), False),
+        ("user_id", StringType(), True),
+        ("video_time_s", DoubleType(), False),
+        ("typing_delay_s", DoubleType(), False),
+        ("moment_s", DoubleType(), False),  # video_time_s minus the typing delay, clamped to the video
+        ("shot_idx", IntegerType(), False),
+        ("mode", IntegerType(), False),
+        ("is_special", BooleanType(), False),
+        ("text", StringType(), False),
+        ("posted_at", TimestampType(), True),
+        ("run_id", StringType(), False),
+    ),
+    keys=("source", "video_id", "comment_id"),
+    lineage_columns=("run_id",),
+)
+
+SILVER_TSC_TOKENS = TableSpec(
+    name="silver.tsc_tokens",
+    description="One comment's normalized text, tokens, token ids, noise flag and sentiment polarity.",
+    schema=_schema(
+        ("source", StringType(), False),
+        ("video_id", StringType(), False),
+        ("comment_id", StringType(), False),
+        ("user_id", StringType(), True),
+        ("text_norm", StringType(), True),
+        ("tokens", ArrayType(StringType(), False), True),
+        ("token_ids", ArrayType(IntegerType(), False), True),
+        ("is_noise", BooleanType(), False),  # excluded from training, kept in the table
+        ("noise_reason", StringType(), True),
+        ("truncated", BooleanType(), False),
+        ("polarity", IntegerType(), True),  # 1 positive or neutral, 0 negative (KFRCI's rule)
+        ("sentiment_score", DoubleType(), True),
+        ("sentiment_model", StringType(), True),
+        ("run_id", StringType(), False),
+    ),
+    keys=("source", "video_id", "comment_id"),
+    lineage_columns=("run_id",),
+)
+
+SILVER_VOCABULARY = TableSpec(
+    name="silver.vocabulary",
+    description="One token of the training vocabulary: its id (by frequency, ties by token) and count.",
+    schema=_schema(
+        ("token", StringType(), False),
+        ("token_id", IntegerType(), False),
+        ("count", LongType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("token",),
+    lineage_columns=("run_id",),
+)
+
+SILVER_FRAME_FEATURES = TableSpec(
+    name="silver.frame_features",
+    description="One key frame's visual feature vector from one backbone.",
+    schema=_schema(
+        ("video_id", StringType(), False),
+        ("shot_idx", IntegerType(), False),
+        ("backbone", StringType(), False),
+        ("dim", IntegerType(), False),
+        ("features", ArrayType(FloatType(), False), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("video_id", "shot_idx", "backbone"),
+    lineage_columns=("run_id",),
+)
+
+OPS_STAGE_REJECTS = TableSpec(
+    name="ops.stage_rejects",
+    description="Anything a stage after ingest could not process (a video, a key frame, a comment), with why.",
+    schema=_schema(
+        ("stage", StringType(), False),
+        ("entity_key", StringType(), False),  # e.g. "video_id" or "video_id/shot_idx" or the comment key
+        ("reason", StringType(), False),
+        ("detail", StringType(), True),
+        ("run_id", StringType(), False),
+    ),
+    keys=("stage", "entity_key"),
+    lineage_columns=("run_id",),
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (BRONZE_TSC, BRONZE_TSC_REJECTS, BRONZE_VIDEOS, OPS_JOB_RUNS)
+    spec.name: spec
+    for spec in (
+        BRONZE_TSC,
+        BRONZE_TSC_REJECTS,
+        BRONZE_VIDEOS,
+        SILVER_SHOTS,
+        SILVER_TSC_ALIGNED,
+        SILVER_TSC_TOKENS,
+        SILVER_VOCABULARY,
+        SILVER_FRAME_FEATURES,
+        OPS_JOB_RUNS,
+        OPS_STAGE_REJECTS,
+    )
 }
 
 

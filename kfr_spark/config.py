@@ -97,11 +97,64 @@ class SynthSettings(_Section):
     with_video: bool = False
 
 
+class ShotsConfig(_Section):
+    """Shot boundary detection and key frame choice (`kfr shots`)."""
+
+    analysis_width: int = Field(default=160, ge=16, description="frames are downscaled to this width for detection")
+    threshold: float = Field(default=3.0, gt=0, description="cut when the frame change exceeds this many local MADs")
+    min_change: float = Field(default=12.0, ge=0, description="absolute floor of the change score for a cut")
+    window: int = Field(default=24, ge=2, description="frames on each side for the adaptive statistics")
+    min_shot_s: float = Field(default=0.6, ge=0)
+    keyframe: Literal["first", "middle", "sharpest"] = "sharpest"
+    keyframe_max_width: int = Field(default=320, ge=16)
+    jpeg_quality: int = Field(default=90, ge=10, le=100)
+    uniform_shots: int = Field(default=1000, ge=1, description="slices for a video without a file (KFRCI: 1000)")
+    max_fps: float = Field(default=240.0, gt=0)
+
+
+class AlignConfig(_Section):
+    """Moving comments back by their typing time and pinning them to shots (`kfr align`)."""
+
+    typing_chars_per_minute: float = Field(default=40.0, gt=0, description="KFRCI: about 40 words a minute")
+    max_typing_delay_s: float = Field(default=30.0, ge=0)
+
+
+class TextConfig(_Section):
+    """Tokenization, normalization, sentiment and vocabulary (`kfr tokenize`)."""
+
+    tokenizer: Literal["jieba_fast", "jieba", "rjieba"] = "jieba_fast"
+    user_dict: Path | None = None
+    stopwords: Path | None = None
+    slang_map: Path | None = None
+    sentiment: str = "lexicon"
+    max_chars: int = Field(default=200, ge=1)
+    greeting_window_s: float = Field(default=30.0, ge=0)
+    vocab_min_count: int = Field(default=2, ge=1)
+    vocab_max_size: int = Field(default=50_000, ge=2)
+
+
+class FeaturesConfig(_Section):
+    """Key frame features from a pretrained CNN (`kfr features`)."""
+
+    backbone: Literal["efficientnet_lite0", "torchvision", "handcrafted"] = "efficientnet_lite0"
+    torchvision_arch: str = "resnet50"
+    weights_path: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=64, ge=1)
+    cpu_threads: int | None = Field(default=None, ge=1)
+    l2_normalize: bool = True
+    pca_dim: int | None = Field(default=None, ge=1)
+
+
 class KfrConfig(_Section):
     spark: SparkConfig = SparkConfig()
     lakehouse: LakehouseConfig = LakehouseConfig()
     ingest: IngestConfig = IngestConfig()
     synth: SynthSettings = SynthSettings()
+    shots: ShotsConfig = ShotsConfig()
+    align: AlignConfig = AlignConfig()
+    text: TextConfig = TextConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""
@@ -160,7 +213,14 @@ def _set_dotted(raw: dict, dotted: str, value: Any, origin: str) -> None:
     node[leaf] = value
 
 
-_PATH_KEYS = {("lakehouse", "root"), ("synth", "out_dir")}
+_PATH_KEYS = {
+    ("lakehouse", "root"),
+    ("synth", "out_dir"),
+    ("text", "user_dict"),
+    ("text", "stopwords"),
+    ("text", "slang_map"),
+    ("features", "weights_path"),
+}
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -30,7 +30,7 @@ from pyspark.sql.types import (
 
 from kfr_spark import delta_io
 from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, Lakehouse
-from kfr_spark.config import IngestConfig
+from kfr_spark.config import ConfigError, IngestConfig, KfrConfig
 from kfr_spark.ledger import JobRun
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,32 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
         rejects_inserted=rejects_write.rows_inserted,
         rejects_by_reason=dict(sorted(by_reason.items())),
     )
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paths", nargs="*", help="files or folders of comment files (default: ingest.input_paths)")
+
+
+def run_job(args, config: KfrConfig) -> int:
+    from kfr_spark.ledger import record_job_run
+    from kfr_spark.session import build_session
+
+    paths = [p if "://" in p else str(Path(p).resolve()) for p in args.paths] or list(config.ingest.input_paths)
+    if not paths:
+        raise ConfigError("no input: give paths on the command line or set ingest.input_paths")
+    missing = [p for p in paths if "://" not in p and not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"input path not found: {', '.join(missing)}")
+    spark = build_session(config, "kfr-ingest")
+    lake = Lakehouse(config.lakehouse.root)
+    with record_job_run(spark, lake, "ingest", config, {"paths": paths}) as run:
+        summary = ingest_files(spark, lake, config.ingest, paths, run)
+    reasons = ", ".join(f"{reason}={n}" for reason, n in summary.rejects_by_reason.items()) or "none"
+    print(
+        f"ingest: {summary.files} files, {summary.records:,} records → {summary.comments_inserted:,} new comments "
+        f"in bronze.tsc, {summary.rejects_inserted:,} new rejects ({reasons}) [run {run.run_id}]"
+    )
+    return 0
 
 
 def _split_duplicates(comments: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from kfr_spark import delta_io
 from kfr_spark.catalog import OPS_JOB_RUNS, Lakehouse
@@ -128,3 +129,34 @@ class record_job_run:  # noqa: N801 - used as a context manager, reads as a verb
             run.job, run.run_id, run.status, run.duration_s, run.rows_in, run.rows_out, run.rows_rejected,
         )
         return False
+
+
+def print_job_runs(spark: SparkSession, lake: Lakehouse, last: int = 20) -> None:
+    if not delta_io.table_exists(spark, lake, OPS_JOB_RUNS.name):
+        print("no job runs recorded yet")
+        return
+    rows = (
+        delta_io.read_table(spark, lake, OPS_JOB_RUNS.name)
+        .orderBy(F.desc("started_at"))
+        .limit(last)
+        .collect()
+    )
+    print(f"  {'started (UTC)':<20} {'job':<10} {'status':<10} {'secs':>7} {'in':>11} {'out':>11} {'rejected':>9}  run")
+    for r in rows:
+        secs = f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "-"
+        print(
+            f"  {r['started_at']:%Y-%m-%d %H:%M:%S}  {r['job']:<10} {r['status']:<10} {secs:>7} "
+            f"{r['rows_in'] or 0:>11,} {r['rows_out'] or 0:>11,} {r['rows_rejected'] or 0:>9,}  {r['run_id'][:12]}"
+        )
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--last", type=int, default=20, help="how many recent runs to show")
+
+
+def run_job(args, config: KfrConfig) -> int:
+    from kfr_spark.session import build_session
+
+    spark = build_session(config, "kfr-runs")
+    print_job_runs(spark, Lakehouse(config.lakehouse.root), args.last)
+    return 0

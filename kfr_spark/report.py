@@ -10,7 +10,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from kfr_spark import delta_io
-from kfr_spark.catalog import BRONZE_TSC_REJECTS, OPS_JOB_RUNS, TABLES, Lakehouse
+from kfr_spark.catalog import BRONZE_TSC_REJECTS, TABLES, Lakehouse
+from kfr_spark.config import KfrConfig
 
 
 def lakehouse_summary(spark: SparkSession, lake: Lakehouse) -> list[tuple[str, int | None, int | None, str]]:
@@ -45,20 +46,13 @@ def print_lakehouse_summary(spark: SparkSession, lake: Lakehouse) -> None:
             print(f"  {reason:<22} {n:>12,}")
 
 
-def print_job_runs(spark: SparkSession, lake: Lakehouse, last: int = 20) -> None:
-    if not delta_io.table_exists(spark, lake, OPS_JOB_RUNS.name):
-        print("no job runs recorded yet")
-        return
-    rows = (
-        delta_io.read_table(spark, lake, OPS_JOB_RUNS.name)
-        .orderBy(F.desc("started_at"))
-        .limit(last)
-        .collect()
-    )
-    print(f"  {'started (UTC)':<20} {'job':<10} {'status':<10} {'secs':>7} {'in':>11} {'out':>11} {'rejected':>9}  run")
-    for r in rows:
-        secs = f"{r['duration_s']:.1f}" if r["duration_s"] is not None else "-"
-        print(
-            f"  {r['started_at']:%Y-%m-%d %H:%M:%S}  {r['job']:<10} {r['status']:<10} {secs:>7} "
-            f"{r['rows_in'] or 0:>11,} {r['rows_out'] or 0:>11,} {r['rows_rejected'] or 0:>9,}  {r['run_id'][:12]}"
-        )
+def add_arguments(parser) -> None:
+    pass
+
+
+def run_job(args, config: KfrConfig) -> int:
+    from kfr_spark.session import build_session
+
+    spark = build_session(config, "kfr-tables")
+    print_lakehouse_summary(spark, Lakehouse(config.lakehouse.root))
+    return 0
