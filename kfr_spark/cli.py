@@ -42,6 +42,8 @@ STAGES: dict[str, Stage] = {
               "kfr_spark.synth.job"),
         Stage("ingest", "comment files (Bilibili/Niconico/JSONL/CSV/Parquet) → bronze.tsc + bronze.tsc_rejects",
               "kfr_spark.ingest"),
+        Stage("align", "comments → silver.tsc_aligned: typing delay removed, pinned to the shot on screen",
+              "kfr_spark.align"),
         Stage("tables", "list the lakehouse tables with row counts, versions and rejects by reason",
               "kfr_spark.report"),
         Stage("runs", "show the job-run ledger (ops.job_runs)", "kfr_spark.ledger"),

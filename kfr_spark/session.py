@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -58,6 +59,8 @@ def build_session(config: KfrConfig, app_name: str | None = None) -> SparkSessio
         if spark_cfg.master.startswith("local"):
             # One machine: bind to loopback instead of guessing an interface (and warning about it).
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers must run this interpreter (the project venv), not whatever `python3` is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(spark_cfg.master)
         settings["spark.driver.memory"] = spark_cfg.driver_memory
         cores = local_cores(spark_cfg.master)
