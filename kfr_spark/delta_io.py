@@ -64,8 +64,11 @@ def _conform(df: DataFrame, table: TableSpec) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in table.schema.fields])
 
 
-def _last_commit(delta: DeltaTable, name: str) -> WriteResult:
+def _last_commit(delta: DeltaTable, name: str, version_before: int) -> WriteResult:
+    """What the write did, from Delta's own commit metrics. A MERGE with nothing to do commits nothing."""
     row = delta.history(1).collect()[0]
+    if int(row["version"]) == version_before:
+        return WriteResult(table=name, version=version_before, rows_inserted=0)
     metrics = row["operationMetrics"] or {}
 
     def metric(key: str) -> int:
@@ -89,6 +92,7 @@ def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFr
     """
     table = spec(name)
     delta = ensure_table(spark, lake, name)
+    before = int(delta.history(1).collect()[0]["version"])
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
     (
         delta.alias("t")
@@ -96,7 +100,7 @@ def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFr
         .whenNotMatchedInsertAll()
         .execute()
     )
-    return _last_commit(delta, name)
+    return _last_commit(delta, name, before)
 
 
 def _differs(column: StructField) -> str:
@@ -111,6 +115,7 @@ def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame)
     """Insert new keys and overwrite rows whose key exists but whose content changed."""
     table = spec(name)
     delta = ensure_table(spark, lake, name)
+    before = int(delta.history(1).collect()[0]["version"])
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
     changed = " OR ".join(
         _differs(f) for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns
@@ -122,4 +127,4 @@ def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame)
         .whenNotMatchedInsertAll()
         .execute()
     )
-    return _last_commit(delta, name)
+    return _last_commit(delta, name, before)

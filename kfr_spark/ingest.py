@@ -32,6 +32,7 @@ from kfr_spark import delta_io
 from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, Lakehouse
 from kfr_spark.config import ConfigError, IngestConfig, KfrConfig
 from kfr_spark.ledger import JobRun
+from kfr_spark.session import session_conf
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def parse_partition(cfg: IngestConfig):
 
         limits = ParseLimits(
             max_text_chars=cfg.max_text_chars,
+            max_special_chars=cfg.max_special_chars,
             max_file_bytes=cfg.max_file_bytes,
             max_video_time_s=cfg.max_video_time_s,
         )
@@ -143,62 +145,67 @@ def _parse_one(path: str, content: bytes, cfg: IngestConfig, limits, parse_tsc_f
     return rows
 
 
-def _configure_reads(spark: SparkSession, total_bytes: int, cfg: IngestConfig) -> dict[str, str | None]:
-    """Pack files into enough partitions for every core; return the settings to restore afterwards."""
-    cores = spark.sparkContext.defaultParallelism
+def read_settings(total_bytes: int, cfg: IngestConfig, cores: int) -> dict[str, str]:
+    """Pack files into enough partitions for every core, and hand Python a few whole files per batch."""
     target = max(256 * 1024, min(cfg.target_partition_bytes, total_bytes // max(1, 3 * cores) + 1))
-    settings = {
+    return {
         "spark.sql.files.maxPartitionBytes": str(target),
         "spark.sql.files.openCostInBytes": str(64 * 1024),
         # A batch handed to Python holds whole files: keep it to a few files, not 10,000 rows of them.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "16",
     }
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    return previous
 
 
-def _restore(spark: SparkSession, previous: dict[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, value)
+@dataclass(frozen=True)
+class Listing:
+    files: int
+    total_bytes: int
+    unreadable: list[tuple[str, str, str]]  # (path, reason, detail): empty and oversized files only
 
 
-def list_files(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Every file under the given paths (recursively), without reading content."""
-    return (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("ignoreMissingFiles", "true")
-        .load(paths)
-        .select("path", "length", "modificationTime")
-    )
+def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Listing:
+    """Walk the inputs with Hadoop's FileSystem (any scheme), keeping only counts and the files that cannot
+    be parsed. Spark's file scans silently skip zero-length files, so they must be found here to be rejected."""
+    jvm = spark.sparkContext._jvm
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    files = total = 0
+    unreadable: list[tuple[str, str, str]] = []
+    for path in paths:
+        jpath = jvm.org.apache.hadoop.fs.Path(path)
+        fs = jpath.getFileSystem(hadoop_conf)
+        if not fs.exists(jpath):
+            continue
+        entries = fs.listFiles(jpath, True)
+        while entries.hasNext():
+            status = entries.next()
+            length = status.getLen()
+            name = status.getPath().getName()
+            if name.startswith((".", "_")):  # hidden and marker files, as Spark's own listing skips them
+                continue
+            files += 1
+            total += length
+            if length == 0:
+                unreadable.append((status.getPath().toString(), "empty_file", "file has no bytes"))
+            elif length > max_file_bytes:
+                unreadable.append((status.getPath().toString(), "oversized_file",
+                                   f"file of {length} bytes exceeds {max_file_bytes}"))
+    return Listing(files, total, unreadable)
 
 
 def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun) -> IngestSummary:
-    listing = list_files(spark, paths)
-    stats = listing.agg(F.count("*").alias("files"), F.coalesce(F.sum("length"), F.lit(0)).alias("bytes")).first()
-    n_files, total_bytes = int(stats["files"]), int(stats["bytes"])
+    listing = list_files(spark, paths, cfg.max_file_bytes)
+    n_files, total_bytes = listing.files, listing.total_bytes
     log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, ", ".join(paths))
     run.metrics["input_files"] = n_files
     run.metrics["input_bytes"] = total_bytes
 
     today = date.today()
-    oversized = listing.filter(F.col("length") > cfg.max_file_bytes).select(
-        F.lit("reject").alias("kind"),
-        F.col("path").alias("source_file"),
-        F.lit(0).alias("record_no"),
-        *[F.lit(None).cast(f.dataType).alias(f.name) for f in PARSED_SCHEMA.fields[3:16]],
-        F.lit("oversized_file").alias("reason"),
-        F.concat(F.lit("file of "), F.col("length").cast("string"), F.lit(f" bytes exceeds {cfg.max_file_bytes}")).alias("detail"),
-        F.lit("").alias("raw"),
+    unreadable = spark.createDataFrame(
+        [("reject", path, 0, *([None] * 13), reason, detail, "") for path, reason, detail in listing.unreadable],
+        schema=PARSED_SCHEMA,
     )
 
-    previous = _configure_reads(spark, total_bytes, cfg)
-    try:
+    with session_conf(spark, read_settings(total_bytes, cfg, spark.sparkContext.defaultParallelism)):
         contents = (
             spark.read.format("binaryFile")
             .option("recursiveFileLookup", "true")
@@ -207,11 +214,9 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
             .filter(F.col("length") <= cfg.max_file_bytes)
             .select("path", "content")
         )
-        parsed = contents.mapInPandas(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(oversized)
+        parsed = contents.mapInPandas(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(unreadable)
         parsed = parsed.persist()
         counts = {row["kind"]: int(row["n"]) for row in parsed.groupBy("kind").agg(F.count("*").alias("n")).collect()}
-    finally:
-        _restore(spark, previous)
 
     try:
         comments, duplicates = _split_duplicates(parsed.filter(F.col("kind") == "comment"))

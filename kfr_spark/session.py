@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -78,3 +80,23 @@ def build_session(config: KfrConfig, app_name: str | None = None) -> SparkSessio
     spark.sparkContext.setLogLevel(spark_cfg.log_level)
     log.info("spark %s session %s on %s", spark.version, spark.sparkContext.applicationId, spark.sparkContext.master)
     return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Set SQL settings for one step of a job and put the previous values back after it, even on failure.
+
+    Steps tune Arrow batch sizes and file packing to their rows (a batch of whole files, a batch of JPEGs);
+    the next step, or the next job in the same session, must not inherit them.
+    """
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
