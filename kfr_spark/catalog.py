@@ -158,7 +158,7 @@ SILVER_SHOTS = TableSpec(
         ("start_s", DoubleType(), False),
         ("end_s", DoubleType(), False),
         ("start_frame", IntegerType(), True),
-        ("end_frame", IntegerType(), True),
+        ("end_frame", IntegerType(), True),  # exclusive; frames are decoded frames (VFR: not time * fps)
         ("keyframe_s", DoubleType(), True),
         ("keyframe_frame", IntegerType(), True),
         ("keyframe_jpeg", BinaryType(), True),
@@ -197,7 +197,11 @@ SILVER_TSC_ALIGNED = TableSpec(
 
 SILVER_TSC_TOKENS = TableSpec(
     name="silver.tsc_tokens",
-    description="One comment's normalized text, tokens, token ids, noise flag and sentiment polarity.",
+    description=(
+        "One comment's normalized text, tokens (stop words out), token ids (silver.vocabulary; 1 = unknown), "
+        "noise flag and sentiment polarity. Noise rows stay, flagged: noise_reason is special_mode, "
+        "comment_art, encoded_payload, invalid_surrogates, empty, punctuation_only or greeting."
+    ),
     schema=_schema(
         ("source", StringType(), False),
         ("video_id", StringType(), False),
@@ -220,7 +224,10 @@ SILVER_TSC_TOKENS = TableSpec(
 
 SILVER_VOCABULARY = TableSpec(
     name="silver.vocabulary",
-    description="One token of the training vocabulary: its id (by frequency, ties by token) and count.",
+    description=(
+        "One token of the training vocabulary: its id and count. Id 0 is <pad> (count 0), id 1 <unk> (count: "
+        "the occurrences left out); ids 2.. go to non-noise tokens by frequency, ties by token."
+    ),
     schema=_schema(
         ("token", StringType(), False),
         ("token_id", IntegerType(), False),
@@ -237,13 +244,36 @@ SILVER_FRAME_FEATURES = TableSpec(
     schema=_schema(
         ("video_id", StringType(), False),
         ("shot_idx", IntegerType(), False),
-        ("backbone", StringType(), False),
+        ("backbone", StringType(), False),  # "efficientnet_lite0", "resnet50", "handcrafted", "<name>+pca<k>"
         ("dim", IntegerType(), False),
         ("features", ArrayType(FloatType(), False), False),
+        ("params_hash", StringType(), False),  # weights file, preprocessing, normalization (and PCA version)
+        ("image_sha1", StringType(), False),  # of the key frame JPEG the vector was computed from
+        ("pca_version", StringType(), True),  # silver.feature_pca version for "+pca" rows, else null
         ("run_id", StringType(), False),
     ),
     keys=("video_id", "shot_idx", "backbone"),
     lineage_columns=("run_id",),
+)
+
+SILVER_FEATURE_PCA = TableSpec(
+    name="silver.feature_pca",
+    description="A PCA fitted on one backbone's frame features: y = (x - mean) @ components.T, versioned.",
+    schema=_schema(
+        ("backbone", StringType(), False),  # the source backbone of silver.frame_features
+        ("pca_dim", IntegerType(), False),
+        ("version", StringType(), False),  # content hash of backbone, source params, mean and components
+        ("source_params_hash", StringType(), False),  # params_hash of the vectors it was fitted on
+        ("input_dim", IntegerType(), False),
+        ("n_samples", LongType(), False),
+        ("mean", ArrayType(FloatType(), False), False),
+        ("components", ArrayType(FloatType(), False), False),  # pca_dim x input_dim, row-major
+        ("explained_variance_ratio", ArrayType(DoubleType(), False), False),
+        ("fitted_at", TimestampType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("backbone", "pca_dim", "version"),
+    lineage_columns=("fitted_at", "run_id"),
 )
 
 OPS_STAGE_REJECTS = TableSpec(
@@ -271,6 +301,7 @@ TABLES: dict[str, TableSpec] = {
         SILVER_TSC_TOKENS,
         SILVER_VOCABULARY,
         SILVER_FRAME_FEATURES,
+        SILVER_FEATURE_PCA,
         OPS_JOB_RUNS,
         OPS_STAGE_REJECTS,
     )

