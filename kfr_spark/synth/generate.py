@@ -236,8 +236,8 @@ def _prepare_out_dir(out_dir: Path, config: SynthConfig, overwrite: bool) -> Non
             out_dir / MANIFEST]
     existing = [p for p in ours if p.exists()]
     if existing and not overwrite and not _same_run(out_dir / MANIFEST, config):
-        raise FileExistsError(f"{out_dir} already holds other generator output "
-                              f"({existing[0].name}); pass overwrite=True to replace it")
+        raise FileExistsError(f"{out_dir} already holds generator output of another config "
+                              f"({existing[0].name}); overwrite replaces it")
     for p in existing:
         if p.is_dir():
             shutil.rmtree(p)

@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from kfr_spark.config import KfrConfig
+from kfr_spark.config import ConfigError, KfrConfig
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--comments", type=int, dest="n_comments")
     parser.add_argument("--with-video", action="store_true", default=None, help="also render MP4 files")
     parser.add_argument("--workers", type=int, help="generator processes (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace earlier generator output of another config in the output folder")
 
 
 def run_job(args, config: KfrConfig) -> int:
@@ -42,6 +44,9 @@ def run_job(args, config: KfrConfig) -> int:
             last_report[0] = now
             log.info("synth: %d/%d videos", done, total)
 
-    summary = generate(synth_config, out, workers=args.workers, progress=progress)
+    try:
+        summary = generate(synth_config, out, workers=args.workers, progress=progress, overwrite=args.overwrite)
+    except FileExistsError as error:  # another config's output: the user decides, nothing is deleted
+        raise ConfigError(f"{error} (kfr synth --overwrite)") from None
     print(f"synth: {summary} in {time.perf_counter() - started:.1f}s → {out}")
     return 0
