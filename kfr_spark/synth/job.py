@@ -48,5 +48,11 @@ def run_job(args, config: KfrConfig) -> int:
         summary = generate(synth_config, out, workers=args.workers, progress=progress, overwrite=args.overwrite)
     except FileExistsError as error:  # another config's output: the user decides, nothing is deleted
         raise ConfigError(f"{error} (kfr synth --overwrite)") from None
-    print(f"synth: {summary} in {time.perf_counter() - started:.1f}s → {out}")
+    q = summary.activity_quantiles
+    print(
+        f"synth: {summary.n_comments:,} comments by {summary.n_active_users:,} users on {summary.n_videos} videos "
+        f"({summary.n_shots:,} shots, {summary.n_rendered_videos} rendered); comments per user: median "
+        f"{q.get('median', 0):g}, p99 {q.get('p99', 0):g}, max {q.get('max', 0):g} "
+        f"in {time.perf_counter() - started:.1f}s → {out}"
+    )
     return 0
