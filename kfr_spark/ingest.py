@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
 
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -99,9 +99,13 @@ def video_id_for(name: str, from_metadata: str | None, cfg: IngestConfig) -> tup
 
 
 def parse_partition(cfg: IngestConfig):
-    """The mapInPandas function: binaryFile rows (path, content) → PARSED_SCHEMA rows."""
+    """The mapInArrow function: binaryFile batches (path, content) → PARSED_SCHEMA record batches, one per file.
 
-    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    Columns are built straight from the parser's tuples (one transpose per file), never row by row through
+    pandas: at tens of millions of comments the row-wise path cost more than the parsing itself.
+    """
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from kfr_spark.tsc_formats import ParseLimits, parse_tsc_file
 
         limits = ParseLimits(
@@ -110,39 +114,66 @@ def parse_partition(cfg: IngestConfig):
             max_file_bytes=cfg.max_file_bytes,
             max_video_time_s=cfg.max_video_time_s,
         )
-        columns = [f.name for f in PARSED_SCHEMA.fields]
         for batch in batches:
-            rows: list[tuple] = []
-            for path, content in zip(batch["path"], batch["content"]):
-                rows.extend(_parse_one(path, bytes(content), cfg, limits, parse_tsc_file))
-            if rows:
-                yield pd.DataFrame.from_records(rows, columns=columns)
+            paths, contents = batch.column("path").to_pylist(), batch.column("content")
+            for i, path in enumerate(paths):
+                parsed = parse_tsc_file(contents[i].as_py(), path, limits=limits)
+                yield from _file_batches(path, parsed, cfg)
 
     return parse
 
 
-def _parse_one(path: str, content: bytes, cfg: IngestConfig, limits, parse_tsc_file) -> list[tuple]:
-    parsed = parse_tsc_file(content, path, limits=limits)
+_ARROW_SCHEMA = None
+
+
+def _arrow_schema() -> pa.Schema:
+    global _ARROW_SCHEMA
+    if _ARROW_SCHEMA is None:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        _ARROW_SCHEMA = to_arrow_schema(PARSED_SCHEMA)
+    return _ARROW_SCHEMA
+
+
+def _batch(columns: dict[str, object], n: int) -> pa.RecordBatch:
+    """A PARSED_SCHEMA batch of n rows: given columns are sequences (or one value repeated), the rest null."""
+    schema = _arrow_schema()
+    arrays = []
+    for f in schema:
+        value = columns.get(f.name)
+        if value is None:
+            arrays.append(pa.nulls(n, f.type))
+        elif isinstance(value, (list, tuple)):
+            arrays.append(pa.array(value, f.type))
+        else:
+            arrays.append(pa.array([value] * n, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _file_batches(path: str, parsed, cfg: IngestConfig) -> Iterator[pa.RecordBatch]:
     fmt = parsed.format
-    rows = [
-        ("reject", path, r.record_no, fmt, None, None, None, None, None, None, None, None, None, None, None, None,
-         r.reason, r.detail, r.raw)
-        for r in parsed.rejects
-    ]
+    if parsed.rejects:
+        r = list(zip(*parsed.rejects))
+        yield _batch({"kind": "reject", "source_file": path, "record_no": r[0], "format": fmt, "reason": r[1],
+                      "detail": r[2], "raw": r[3]}, len(parsed.rejects))
     if not parsed.comments:
-        return rows
+        return
     video_id, error = video_id_for(path, parsed.video_id, cfg)
     if video_id is None:
-        rows.append(("reject", path, 0, fmt, None, None, None, None, None, None, None, None, None, None, None,
-                     None, "bad_video_id", error, ""))
-        return rows
-    source = _FORMAT_SOURCE.get(fmt, cfg.default_source)
-    for record_no, c in parsed.numbered_comments():
-        rows.append(
-            ("comment", path, record_no, fmt, source, video_id, c.comment_id, c.user_id, c.video_time_s,
-             c.posted_at, c.mode, c.text, c.font_size, c.color, c.pool, c.is_special, None, None, None)
-        )
-    return rows
+        yield _batch({"kind": "reject", "source_file": path, "record_no": 0, "format": fmt, "reason": "bad_video_id",
+                      "detail": error, "raw": ""}, 1)
+        return
+    n = len(parsed.comments)
+    c = list(zip(*parsed.comments))  # Comment fields, column by column
+    record_nos = parsed.comment_record_nos or list(range(1, n + 1))
+    if len(record_nos) != n:
+        raise ValueError("comment_record_nos must have one entry per comment")
+    yield _batch({
+        "kind": "comment", "source_file": path, "record_no": record_nos, "format": fmt,
+        "source": _FORMAT_SOURCE.get(fmt, cfg.default_source), "video_id": video_id,
+        "comment_id": c[0], "video_time_s": c[1], "mode": c[2], "text": c[3], "user_id": c[4],
+        "posted_at_unix": c[5], "font_size": c[6], "color": c[7], "pool": c[8], "is_special": c[9],
+    }, n)
 
 
 def read_settings(total_bytes: int, cfg: IngestConfig, cores: int) -> dict[str, str]:
@@ -214,7 +245,7 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
             .filter(F.col("length") <= cfg.max_file_bytes)
             .select("path", "content")
         )
-        parsed = contents.mapInPandas(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(unreadable)
+        parsed = contents.mapInArrow(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(unreadable)
         parsed = parsed.persist()
         counts = {row["kind"]: int(row["n"]) for row in parsed.groupBy("kind").agg(F.count("*").alias("n")).collect()}
 
