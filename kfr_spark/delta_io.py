@@ -113,6 +113,19 @@ def _differs(column: StructField) -> str:
 
 def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
     """Insert new keys and overwrite rows whose key exists but whose content changed."""
+    return _merge_changes(spark, lake, name, df, delete_missing=False)
+
+
+def merge_sync(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
+    """Make the table hold exactly `df`: insert new keys, update changed rows, delete keys `df` no longer has.
+
+    For tables recomputed whole from their inputs (training sets): rows that did not change are not rewritten,
+    so a rerun on the same inputs commits nothing, and the ledger's counts say what the new inputs changed.
+    """
+    return _merge_changes(spark, lake, name, df, delete_missing=True)
+
+
+def _merge_changes(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame, delete_missing: bool) -> WriteResult:
     table = spec(name)
     delta = ensure_table(spark, lake, name)
     before = int(delta.history(1).collect()[0]["version"])
@@ -120,11 +133,13 @@ def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame)
     changed = " OR ".join(
         _differs(f) for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns
     ) or "false"
-    (
+    merge = (
         delta.alias("t")
         .merge(_conform(df, table).alias("s"), condition)
         .whenMatchedUpdateAll(condition=changed)
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    if delete_missing:
+        merge = merge.whenNotMatchedBySourceDelete()
+    merge.execute()
     return _last_commit(delta, name, before)

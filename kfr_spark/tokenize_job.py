@@ -252,26 +252,10 @@ def build_vocabulary(processed: DataFrame, cfg: TextConfig) -> tuple[list[tuple[
 
 def write_vocabulary(spark: SparkSession, lake: Lakehouse, rows: list[tuple[str, int, int]], run_id: str):
     """Replace the vocabulary: upsert every row, delete tokens no longer in it; unchanged rows are untouched."""
-    from delta.tables import DeltaTable
-
     frame = spark.createDataFrame(
         [(t, i, c, run_id) for t, i, c in rows], schema=SILVER_VOCABULARY.schema
     )
-    existed = delta_io.table_exists(spark, lake, SILVER_VOCABULARY.name)
-    delta_io.ensure_table(spark, lake, SILVER_VOCABULARY.name)
-    table = DeltaTable.forPath(spark, lake.path(SILVER_VOCABULARY.name))
-    if not existed:  # first build: nothing to match against
-        frame.write.format("delta").mode("append").save(lake.path(SILVER_VOCABULARY.name))
-        return int(table.history(1).collect()[0]["version"])
-    (
-        table.alias("t")
-        .merge(frame.alias("s"), "t.token = s.token")
-        .whenMatchedUpdateAll(condition="NOT (t.token_id <=> s.token_id) OR NOT (t.`count` <=> s.`count`)")
-        .whenNotMatchedInsertAll()
-        .whenNotMatchedBySourceDelete()
-        .execute()
-    )
-    return int(table.history(1).collect()[0]["version"])
+    return delta_io.merge_sync(spark, lake, SILVER_VOCABULARY.name, frame).version
 
 
 def _lap(run: JobRun, step: str, since: float) -> float:
