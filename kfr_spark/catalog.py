@@ -276,6 +276,114 @@ SILVER_FEATURE_PCA = TableSpec(
     lineage_columns=("fitted_at", "run_id"),
 )
 
+GOLD_USERS = TableSpec(
+    name="gold.users",
+    description=(
+        "One user kept for training (at least dataset.min_user_comments usable comments): a dense index for the "
+        "models and whether the user is held out cold (no frame-level training data: JIFR's key frame test)."
+    ),
+    schema=_schema(
+        ("user_id", StringType(), False),
+        ("user_idx", IntegerType(), False),
+        ("n_comments", LongType(), False),
+        ("is_cold", BooleanType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("user_id",),
+    lineage_columns=("run_id",),
+)
+
+GOLD_FRAMES = TableSpec(
+    name="gold.frames",
+    description="One key frame the models can rank: a dense index (by video, then shot) and whether it has features.",
+    schema=_schema(
+        ("video_id", StringType(), False),
+        ("shot_idx", IntegerType(), False),
+        ("frame_idx", IntegerType(), False),
+        ("item_idx", IntegerType(), False),  # the video's dense index (JIFR's items)
+        ("has_features", BooleanType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("video_id", "shot_idx"),
+    lineage_columns=("run_id",),
+)
+
+GOLD_INTERACTIONS = TableSpec(
+    name="gold.interactions",
+    description=(
+        "One user x key frame example: a commented frame (label 1 when its comments are positive or neutral, 0 when "
+        "negative) or a sampled negative (label 0, no comment). split: train, test (30 % of each user's positives, "
+        "KFRCI protocol) or cold (every commented frame of a cold user, never trained on)."
+    ),
+    schema=_schema(
+        ("user_id", StringType(), False),
+        ("video_id", StringType(), False),
+        ("shot_idx", IntegerType(), False),
+        ("label", IntegerType(), False),
+        ("kind", StringType(), False),  # positive | negative_comment | sampled
+        ("n_comments", IntegerType(), False),
+        ("token_ids", ArrayType(IntegerType(), True), True),  # the user's comment words on the frame, capped
+        ("split", StringType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("user_id", "video_id", "shot_idx"),
+    partition_by=("split",),
+    lineage_columns=("run_id",),
+)
+
+GOLD_ITEM_INTERACTIONS = TableSpec(
+    name="gold.item_interactions",
+    description=(
+        "One user x video: the user commented on the video (JIFR's item-level feedback). split: train, or test "
+        "(one video per user with at least two, for item HR/NDCG against sampled unrated videos)."
+    ),
+    schema=_schema(
+        ("user_id", StringType(), False),
+        ("video_id", StringType(), False),
+        ("n_comments", LongType(), False),
+        ("split", StringType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("user_id", "video_id"),
+    lineage_columns=("run_id",),
+)
+
+GOLD_EVAL_USER_METRICS = TableSpec(
+    name="gold.eval_user_metrics",
+    description="One user's mean of one metric in one evaluation (the paired tests compare these user by user).",
+    schema=_schema(
+        ("eval_id", StringType(), False),
+        ("model", StringType(), False),
+        ("user_id", StringType(), False),
+        ("metric", StringType(), False),
+        ("k", IntegerType(), False),
+        ("value", DoubleType(), False),
+        ("queries", IntegerType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("eval_id", "user_id", "metric", "k"),
+    lineage_columns=("run_id",),
+)
+
+GOLD_EVAL_METRICS = TableSpec(
+    name="gold.eval_metrics",
+    description="One metric at one K of one evaluation: the mean over users with a 95 % normal interval.",
+    schema=_schema(
+        ("eval_id", StringType(), False),
+        ("model", StringType(), False),
+        ("metric", StringType(), False),
+        ("k", IntegerType(), False),
+        ("value", DoubleType(), False),
+        ("ci_low", DoubleType(), True),
+        ("ci_high", DoubleType(), True),
+        ("n_users", IntegerType(), False),
+        ("model_path", StringType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("eval_id", "model", "metric", "k"),
+    lineage_columns=("run_id",),
+)
+
 OPS_STAGE_REJECTS = TableSpec(
     name="ops.stage_rejects",
     description="Anything a stage after ingest could not process (a video, a key frame, a comment), with why.",
@@ -302,6 +410,12 @@ TABLES: dict[str, TableSpec] = {
         SILVER_VOCABULARY,
         SILVER_FRAME_FEATURES,
         SILVER_FEATURE_PCA,
+        GOLD_USERS,
+        GOLD_FRAMES,
+        GOLD_INTERACTIONS,
+        GOLD_ITEM_INTERACTIONS,
+        GOLD_EVAL_USER_METRICS,
+        GOLD_EVAL_METRICS,
         OPS_JOB_RUNS,
         OPS_STAGE_REJECTS,
     )

@@ -201,6 +201,37 @@ class FeaturesConfig(_Section):
     max_image_side: int = Field(default=8192, ge=16)
 
 
+class DatasetConfig(_Section):
+    """Training data from aligned, tokenized, sentiment-labelled comments (`kfr dataset`)."""
+
+    seed: int = 7
+    backbone: str = Field(default="efficientnet_lite0", description="silver.frame_features backbone the models use")
+    min_user_comments: int = Field(default=20, ge=1, description="KFRCI kept users with >= 100; small data wants fewer")
+    k_neg: int = Field(default=5, ge=1, description="sampled negatives per training positive (KFRCI: 5)")
+    test_fraction: float = Field(default=0.3, ge=0, lt=1, description="share of each user's positives held out")
+    cold_user_fraction: float = Field(default=0.1, ge=0, lt=1,
+                                      description="users whose frame-level data is withheld (JIFR's key frame test)")
+    max_tokens: int = Field(default=24, ge=1, description="comment words kept per user x frame example")
+
+
+class TrainConfig(_Section):
+    """Model training (`kfr train`): Petastorm-fed, Horovod-distributed torch."""
+
+    model: str = "kfrci"
+    num_proc: int = Field(default=2, ge=1, description="training processes (Horovod); 1 trains in this process")
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=256, ge=1, description="rows per step per process")
+    lr: float = Field(default=0.01, gt=0)
+    optimizer: Literal["adam", "sgd", "adagrad"] = "adam"
+    patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
+    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="training rows held out for early stopping")
+    seed: int = 0
+    # Per-model hyper-parameters, e.g. {kfrci: {dim: 64, alpha: 0.4}}; see kfr_spark.models.
+    hyper: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    model_dir: Path | None = Field(default=None, description="model artifacts (None: <lakehouse>/_artifacts/models)")
+    cache_dir: Path | None = Field(default=None, description="Petastorm's Parquet cache (None: <lakehouse>/_artifacts/petastorm)")
+
+
 class KfrConfig(_Section):
     spark: SparkConfig = SparkConfig()
     lakehouse: LakehouseConfig = LakehouseConfig()
@@ -210,6 +241,8 @@ class KfrConfig(_Section):
     align: AlignConfig = AlignConfig()
     text: TextConfig = TextConfig()
     features: FeaturesConfig = FeaturesConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    train: TrainConfig = TrainConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""
@@ -275,6 +308,8 @@ _PATH_KEYS = {
     ("text", "stopwords"),
     ("text", "slang_map"),
     ("features", "weights_path"),
+    ("train", "model_dir"),
+    ("train", "cache_dir"),
 }
 
 
