@@ -52,6 +52,12 @@ STAGES: dict[str, Stage] = {
               "kfr_spark.tokenize_job"),
         Stage("features", "silver.shots key frames → silver.frame_features: pretrained CNN vectors (GPU when present)",
               "kfr_spark.features"),
+        Stage("dataset", "gold training tables: users, key frames, user x frame examples with sampled negatives, "
+              "user x video rows; splits by hash", "kfr_spark.dataset"),
+        Stage("train", "train a model (KFRCI, JIFR, baselines) fed by Petastorm, distributed with Horovod",
+              "kfr_spark.train"),
+        Stage("evaluate", "the KFRCI protocol (F1@K, NDCG@K per held-out video) on a trained model → gold.eval_metrics",
+              "kfr_spark.evaluate"),
         Stage("tables", "list the lakehouse tables with row counts, versions and rejects by reason",
               "kfr_spark.report"),
         Stage("runs", "show the job-run ledger (ops.job_runs)", "kfr_spark.ledger"),

@@ -1,0 +1,192 @@
+"""Evaluation (`kfr evaluate`): the KFRCI protocol on a trained frame-level model → `gold.eval_metrics`.
+
+For every (user, held-out video) — a video holding some of the user's test positives — the model ranks all of
+that video's key frames except the user's training positives; the relevant frames are the held-out positives.
+F1@K and NDCG@K (K = 5, 10, 20) per query are averaged per user, then over users (`kfr_spark.models.metrics`).
+
+Scoring runs on the executors: queries are grouped by user in `applyInPandas`, the model is loaded once per Python
+worker from its checkpoint (`weights_only=True`), and only per-user metric values come back into Spark. They are
+kept in `gold.eval_user_metrics`, so two models are compared user by user — the paired t-test's sums are Spark
+aggregates, never a collect of the users.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+from kfr_spark import delta_io
+from kfr_spark.catalog import (
+    GOLD_EVAL_METRICS,
+    GOLD_EVAL_USER_METRICS,
+    GOLD_FRAMES,
+    GOLD_INTERACTIONS,
+    GOLD_USERS,
+    SILVER_FRAME_FEATURES,
+    Lakehouse,
+)
+from kfr_spark.config import ConfigError, KfrConfig
+from kfr_spark.ledger import JobRun
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
+KS = (5, 10, 20)
+METRICS = ("f1", "ndcg")
+
+_USER_METRICS = StructType([
+    StructField("user_id", StringType(), False),
+    StructField("metric", StringType(), False),
+    StructField("k", IntegerType(), False),
+    StructField("value", DoubleType(), False),
+    StructField("queries", IntegerType(), False),
+])
+
+_MODELS: dict[str, object] = {}  # per Python worker: checkpoint path → loaded model
+
+
+def _model(path: str):
+    if path not in _MODELS:
+        import torch
+
+        from kfr_spark.models import KeyFrameRecommender
+
+        torch.set_num_threads(1)
+        _MODELS[path] = KeyFrameRecommender.load(path)
+    return _MODELS[path]
+
+
+def user_metrics(frame: pd.DataFrame, model_path: str) -> pd.DataFrame:
+    """One user's candidates (rows: user_id, user_idx, video_id, frame_idx, relevant, [features]) → per-user means."""
+    from kfr_spark.models.metrics import grouped_ranking_metrics
+
+    model = _model(model_path)
+    feats = np.stack(frame["features"].to_numpy()) if model.uses_images else None
+    scores = model.score(int(frame["user_idx"].iloc[0]), frame["frame_idx"].to_numpy(), feats).numpy()
+    _, per_query = grouped_ranking_metrics(frame["video_id"].to_numpy(), scores, frame["relevant"].to_numpy(), KS,
+                                           metrics=METRICS)
+    user = frame["user_id"].iloc[0]
+    rows = []
+    for name, values in per_query.items():
+        metric, k = name.split("@")
+        values = values[~np.isnan(values)]
+        if values.size:
+            rows.append((user, metric, int(k), float(values.mean()), int(values.size)))
+    return pd.DataFrame(rows, columns=[f.name for f in _USER_METRICS.fields])
+
+
+def candidates(spark: SparkSession, lake: Lakehouse, uses_images: bool, backbone: str) -> DataFrame:
+    """(user_id, user_idx, video_id, frame_idx, relevant[, features]) for every query of the KFRCI protocol."""
+    gold = delta_io.read_table(spark, lake, GOLD_INTERACTIONS.name)
+    users = delta_io.read_table(spark, lake, GOLD_USERS.name).filter(~F.col("is_cold")).select("user_id", "user_idx")
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx", "frame_idx")
+    test = gold.filter(F.col("split") == "test").select("user_id", "video_id", "shot_idx", F.lit(True).alias("relevant"))
+    train_pos = gold.filter((F.col("split") == "train") & (F.col("label") == 1)).select("user_id", "video_id", "shot_idx")
+    queries = test.select("user_id", "video_id").distinct()
+    rows = (queries.join(frames, "video_id")
+            .join(train_pos, ["user_id", "video_id", "shot_idx"], "left_anti")
+            .join(test, ["user_id", "video_id", "shot_idx"], "left")
+            .fillna({"relevant": False})
+            .join(users, "user_id"))
+    if uses_images:
+        feats = (delta_io.read_table(spark, lake, SILVER_FRAME_FEATURES.name)
+                 .filter(F.col("backbone") == backbone).select("video_id", "shot_idx", "features"))
+        rows = rows.join(feats, ["video_id", "shot_idx"])
+    return rows.select("user_id", "user_idx", "video_id", "frame_idx", "relevant",
+                       *(["features"] if uses_images else []))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    metric: str
+    k: int
+    n_users: int
+    mean_a: float
+    mean_b: float
+    t: float
+    p_value: float  # two-sided paired t-test
+
+
+def paired_comparison(spark: SparkSession, lake: Lakehouse, run_a: str, run_b: str, metric: str, k: int) -> PairedComparison:
+    """Paired t-test of two evaluation runs over the users both evaluated, from Spark aggregates of differences."""
+    from kfr_spark.models.metrics import student_t_sf
+
+    per_user = delta_io.read_table(spark, lake, GOLD_EVAL_USER_METRICS.name).filter(
+        (F.col("metric") == metric) & (F.col("k") == k))
+    a = per_user.filter(F.col("eval_id") == run_a).select("user_id", F.col("value").alias("a"))
+    b = per_user.filter(F.col("eval_id") == run_b).select("user_id", F.col("value").alias("b"))
+    s = a.join(b, "user_id").agg(
+        F.count("*").alias("n"), F.avg("a").alias("ma"), F.avg("b").alias("mb"),
+        F.avg(F.col("a") - F.col("b")).alias("md"), F.stddev_samp(F.col("a") - F.col("b")).alias("sd")).first()
+    n = int(s["n"])
+    if n < 2:
+        raise ValueError(f"{n} common users: a paired test needs at least 2")
+    sd = float(s["sd"] or 0.0)
+    md = float(s["md"])
+    t = math.inf if sd == 0 and md != 0 else (0.0 if sd == 0 else md / (sd / math.sqrt(n)))
+    p = 2 * student_t_sf(abs(t), n - 1) if math.isfinite(t) else 0.0
+    return PairedComparison(metric, k, n, float(s["ma"]), float(s["mb"]), t, min(1.0, p))
+
+
+def evaluate_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_path: Path, run: JobRun,
+                   eval_id: str | None = None) -> dict[str, float]:
+    from kfr_spark.models import KeyFrameRecommender
+
+    if not Path(model_path).is_file():
+        raise ConfigError(f"model file not found: {model_path} (kfr train writes it)")
+    model = KeyFrameRecommender.load(model_path)  # refuses anything but tensors and plain values
+    if model.level != "frame":
+        raise ConfigError(f"{model.name} is an item-level model: the KFRCI protocol ranks frames")
+    for name in (GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name):
+        run.read(name, delta_io.current_version(spark, lake, name))
+    eval_id = eval_id or run.run_id
+    rows = candidates(spark, lake, model.uses_images, config.dataset.backbone)
+    path = str(Path(model_path).resolve())
+    per_user = (rows.groupBy("user_id").applyInPandas(lambda f: user_metrics(f, path), schema=_USER_METRICS)
+                .withColumn("eval_id", F.lit(eval_id)).withColumn("model", F.lit(model.name))
+                .withColumn("run_id", F.lit(run.run_id)).persist())
+    try:
+        written = delta_io.merge_upsert(spark, lake, GOLD_EVAL_USER_METRICS.name, per_user)
+        run.wrote(GOLD_EVAL_USER_METRICS.name, written.version)
+        summary = (per_user.groupBy("metric", "k").agg(
+            F.avg("value").alias("value"), F.stddev_samp("value").alias("sd"), F.count("*").alias("n_users")))
+        summary = summary.select(
+            F.lit(eval_id).alias("eval_id"), F.lit(model.name).alias("model"), "metric", "k", "value",
+            (F.col("value") - 1.96 * F.col("sd") / F.sqrt("n_users")).alias("ci_low"),
+            (F.col("value") + 1.96 * F.col("sd") / F.sqrt("n_users")).alias("ci_high"),
+            F.col("n_users").cast("int").alias("n_users"), F.lit(path).alias("model_path"),
+            F.lit(run.run_id).alias("run_id"))
+        result = {f"{r['metric']}@{r['k']}": float(r["value"]) for r in summary.collect()}
+        written = delta_io.merge_upsert(spark, lake, GOLD_EVAL_METRICS.name, summary)
+        run.wrote(GOLD_EVAL_METRICS.name, written.version)
+        run.rows_out = int(per_user.select("user_id").distinct().count())
+    finally:
+        per_user.unpersist()
+    run.metrics.update(result)
+    return result
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model_path", type=Path, help="a model.pt written by kfr train")
+    parser.add_argument("--eval-id", help="name of this evaluation in gold.eval_metrics (default: the run id)")
+
+
+def run_job(args, config: KfrConfig) -> int:
+    from kfr_spark.ledger import record_job_run
+    from kfr_spark.session import build_session
+
+    spark = build_session(config, "kfr-evaluate")
+    lake = Lakehouse(config.lakehouse.root)
+    with record_job_run(spark, lake, STAGE, config, {"model_path": str(args.model_path)}) as run:
+        result = evaluate_model(spark, lake, config, args.model_path, run, args.eval_id)
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items()))
+    print(f"evaluate: {args.model_path} over {run.rows_out:,} users: {figures} [run {run.run_id}]")
+    return 0

@@ -1,0 +1,375 @@
+"""Training (`kfr train`): gold tables → a Petastorm-fed, Horovod-distributed torch model → a checkpoint.
+
+The Spark side builds one flat table of training rows in the model's batch conventions (dense indices from
+`gold.users` / `gold.frames`, key frame vectors from `silver.frame_features`, comment words padded to a fixed
+length), splits off a validation share by hash, and materialises both for Petastorm (`kfr_spark.feed`). The torch
+side (`train_worker`) runs in every training process (`kfr_spark.distributed`): a fixed number of steps per epoch on
+its own shard (the same count on every rank, as collective steps need), gradients averaged, the validation loss
+averaged over ranks, a checkpoint written by rank 0 after every epoch, early stopping when the validation loss
+has not improved for `patience` epochs. A run that finds a checkpoint of the same run key resumes after its last
+finished epoch.
+
+The model artifact is `<model_dir>/<model>/<run key>/model.pt` (tensors and plain values only: loaded with
+`weights_only=True`), next to `training.json` (parameters, per-epoch history, input Delta versions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from kfr_spark import delta_io
+from kfr_spark.catalog import GOLD_FRAMES, GOLD_INTERACTIONS, GOLD_USERS, SILVER_FRAME_FEATURES, SILVER_VOCABULARY, Lakehouse
+from kfr_spark.config import ConfigError, KfrConfig, TrainConfig
+from kfr_spark.dataset import hash_unit
+from kfr_spark.ledger import JobRun
+
+log = logging.getLogger(__name__)
+
+STAGE = "train"
+CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+META_FILE = "training.json"
+FAIL_AFTER_EPOCH_ENV = "KFR_TRAIN_FAIL_AFTER_EPOCH"  # fault injection for the resume tests: die after epoch N
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a model is built from, beside its hyper-parameters."""
+
+    name: str
+    n_users: int
+    n_items: int
+    feature_dim: int | None
+    vocab_size: int | None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a training process needs; plain values, so it pickles into Horovod's processes."""
+
+    shape: ModelShape
+    hyper: dict[str, Any]
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    patience: int
+    seed: int
+    steps_per_epoch: int
+    val_steps: int
+    run_dir: str
+    threads_per_proc: int
+
+
+@dataclass
+class TrainResult:
+    model: str
+    run_key: str
+    run_dir: str
+    epochs_run: int
+    resumed_from_epoch: int
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_rows: int = 0
+    val_rows: int = 0
+    seconds: float = 0.0
+    processes: int = 1
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.run_dir) / MODEL_FILE
+
+
+# -- the Spark side ------------------------------------------------------------------------------------------------
+def padded(column: str, length: int) -> F.Column:
+    """A fixed-length int array: the column's first `length` ids, right-padded with 0 (text.PAD_ID)."""
+    ids = F.coalesce(F.col(column), F.array().cast("array<int>"))
+    return F.slice(F.concat(ids, F.array_repeat(F.lit(0), length)), 1, length)
+
+
+def _features(spark: SparkSession, lake: Lakehouse, backbone: str) -> DataFrame:
+    return (delta_io.read_table(spark, lake, SILVER_FRAME_FEATURES.name)
+            .filter(F.col("backbone") == backbone).select("video_id", "shot_idx", "features"))
+
+
+def frame_level_rows(spark: SparkSession, lake: Lakehouse, model_cls, cfg: TrainConfig, backbone: str,
+                     max_tokens: int) -> DataFrame:
+    """Training rows of a frame-level model, with `_val` (the validation share, by hash)."""
+    users = delta_io.read_table(spark, lake, GOLD_USERS.name).filter(~F.col("is_cold")).select("user_id", "user_idx")
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx", "frame_idx")
+    rows = (delta_io.read_table(spark, lake, GOLD_INTERACTIONS.name).filter(F.col("split") == "train")
+            .join(users, "user_id").join(frames, ["video_id", "shot_idx"])
+            .withColumn("_val", hash_unit(cfg.seed, "val", "user_id", "video_id", "shot_idx") < cfg.val_fraction))
+    images = _features(spark, lake, backbone) if model_cls.uses_images else None
+    if model_cls.objective == "pairwise":
+        return _pairs(rows, images)
+    if images is not None:
+        rows = rows.join(images, ["video_id", "shot_idx"])
+    cols = [F.col("user_idx").alias("user"), F.col("frame_idx").alias("frame"),
+            F.col("label").cast("float").alias("label")]
+    if images is not None:
+        cols.append("features")
+    if model_cls.uses_text:
+        cols.append(padded("token_ids", max_tokens).alias("tokens"))
+    return rows.select(*cols, "_val")
+
+
+def _pairs(rows: DataFrame, images: DataFrame | None) -> DataFrame:
+    """BPR/VBPR rows (user, pos, neg): each positive paired with the non-positive frames of the same user, the
+    i-th positive (by frame) with the negatives ranked k·(i−1)+1 … k·i, where k = negatives / positives."""
+    from pyspark.sql import Window
+
+    by_user = Window.partitionBy("user_idx")
+    pos = (rows.filter(F.col("label") == 1)
+           .withColumn("_i", F.row_number().over(by_user.orderBy("frame_idx")))
+           .select("user_idx", "_i", F.col("frame_idx").alias("pos"), F.col("video_id").alias("pv"),
+                   F.col("shot_idx").alias("ps"), "_val"))
+    neg = (rows.filter(F.col("label") == 0)
+           .withColumn("_j", F.row_number().over(by_user.orderBy("frame_idx")))
+           .withColumn("_n_neg", F.count("*").over(by_user))
+           .select("user_idx", "_j", "_n_neg", F.col("frame_idx").alias("neg"), F.col("video_id").alias("nv"),
+                   F.col("shot_idx").alias("ns")))
+    n_pos = pos.groupBy("user_idx").agg(F.count("*").alias("_n_pos"))
+    neg = neg.join(n_pos, "user_idx").withColumn(
+        "_i", F.floor((F.col("_j") - 1) / F.greatest(F.lit(1), F.floor(F.col("_n_neg") / F.col("_n_pos")))) + 1)
+    pairs = pos.join(neg, ["user_idx", "_i"])
+    cols = [F.col("user_idx").alias("user"), "pos", "neg"]
+    if images is not None:
+        pf = images.select(F.col("video_id").alias("pv"), F.col("shot_idx").alias("ps"),
+                           F.col("features").alias("pos_features"))
+        nf = images.select(F.col("video_id").alias("nv"), F.col("shot_idx").alias("ns"),
+                           F.col("features").alias("neg_features"))
+        pairs = pairs.join(pf, ["pv", "ps"]).join(nf, ["nv", "ns"])
+        cols += ["pos_features", "neg_features"]
+    return pairs.select(*cols, "_val")
+
+
+def model_shape(spark: SparkSession, lake: Lakehouse, name: str, model_cls, backbone: str) -> ModelShape:
+    n_users = delta_io.read_table(spark, lake, GOLD_USERS.name).count()
+    n_items = delta_io.read_table(spark, lake, GOLD_FRAMES.name).count()
+    feature_dim = vocab_size = None
+    if model_cls.uses_images:
+        first = _features(spark, lake, backbone).select(F.size("features").alias("d")).first()
+        if first is None:
+            raise ConfigError(f"{name} uses images: silver.frame_features has no {backbone!r} vectors (kfr features)")
+        feature_dim = int(first["d"])
+    if model_cls.uses_text:
+        vocab_size = int(delta_io.read_table(spark, lake, SILVER_VOCABULARY.name)
+                         .agg(F.max("token_id").alias("m")).first()["m"] or 1) + 1
+    return ModelShape(name, int(n_users), int(n_items), feature_dim, vocab_size)
+
+
+def run_key(shape: ModelShape, cfg: TrainConfig, hyper: dict[str, Any], input_versions: dict[str, int]) -> str:
+    """Same model, settings and input versions → same key: a rerun resumes (or finds finished) that training."""
+    payload = json.dumps({"shape": asdict(shape), "hyper": hyper, "train": cfg.model_dump(mode="json",
+                          exclude={"model_dir", "cache_dir", "num_proc"}), "inputs": input_versions},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def artifact_dirs(config: KfrConfig) -> tuple[Path, Path]:
+    """(model artifacts, Petastorm cache): as configured, else beside the tables under the lakehouse root."""
+    base = Path(config.lakehouse.root) / "_artifacts"
+    return (Path(config.train.model_dir or base / "models"), Path(config.train.cache_dir or base / "petastorm"))
+
+
+# -- the torch side ------------------------------------------------------------------------------------------------
+def _state_path(run_dir: str) -> Path:
+    return Path(run_dir) / CHECKPOINT
+
+
+def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
+    """One training process (rank r of n): the same code in one process or under Horovod."""
+    import torch
+
+    from kfr_spark.distributed import join
+    from kfr_spark.models import build_model
+    from kfr_spark.models.base import as_batch, make_optimizer, seeded
+
+    comm = join()
+    torch.set_num_threads(spec.threads_per_proc)
+    s = spec.shape
+    model = build_model(s.name, n_users=s.n_users, n_items=s.n_items, feature_dim=s.feature_dim,
+                        vocab_size=s.vocab_size, seed=spec.seed, **spec.hyper)
+    optimizer = make_optimizer(model, spec.optimizer, spec.lr)
+    history: list[dict[str, float]] = []
+    start_epoch, best, best_epoch, stale, finished = 0, math.inf, -1, 0, False
+    state_file = _state_path(spec.run_dir)
+    if state_file.exists():  # resume: every rank reads the same file; broadcast keeps them identical anyway
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = json.loads(state["history"])
+        start_epoch, best, best_epoch, stale = (int(state["epoch"]) + 1, float(state["best"]),
+                                                int(state["best_epoch"]), int(state["stale"]))
+        finished = bool(state["finished"])
+    resumed_from = start_epoch
+    optimizer = comm.distributed_optimizer(optimizer, model)
+    comm.broadcast(model, optimizer)
+    fail_after = os.environ.get(FAIL_AFTER_EPOCH_ENV)
+
+    def mean_loss(batches, steps: int, train: bool) -> float:
+        total = 0.0
+        for _ in range(steps):
+            batch = as_batch(next(batches))
+            if train:
+                optimizer.zero_grad()  # Horovod's wrapper takes no arguments
+                loss = model.loss(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{s.name}: loss became {loss.item()}")
+                loss.backward()
+                optimizer.step()
+            else:
+                with torch.no_grad():
+                    loss = model.loss(batch)
+            total += float(loss.detach())
+        return comm.mean(total / max(1, steps), name=f"loss.{'train' if train else 'val'}.{len(history)}")
+
+    def checkpoint(epoch: int, done: bool) -> None:
+        if comm.is_root:
+            tmp = state_file.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                        "best": best, "best_epoch": best_epoch, "stale": stale, "finished": done,
+                        "history": json.dumps(history)}, tmp)
+            os.replace(tmp, state_file)  # a reader never sees half a checkpoint
+
+    if finished:  # this very training ran to its end before: nothing to do
+        return {"rank": comm.rank, "size": comm.size, "history": history, "resumed_from": start_epoch,
+                "best": best, "best_epoch": best_epoch}
+    epoch = start_epoch - 1
+    with train_data.batches(spec.batch_size, rank=comm.rank, shards=comm.size, seed=spec.seed) as train_batches, \
+            val_data.batches(spec.batch_size, rank=comm.rank, shards=comm.size, shuffle=False) as val_batches:
+        with seeded(spec.seed + 1000 * comm.rank + start_epoch):
+            for epoch in range(start_epoch, spec.epochs):
+                t0 = time.perf_counter()
+                model.train()
+                train_loss = mean_loss(train_batches, spec.steps_per_epoch, train=True)
+                model.eval()
+                val_loss = mean_loss(val_batches, spec.val_steps, train=False) if spec.val_steps else train_loss
+                if val_loss < best - 1e-6:
+                    best, best_epoch, stale = val_loss, epoch, 0
+                    if comm.is_root:
+                        model.save(Path(spec.run_dir) / MODEL_FILE)
+                else:
+                    stale += 1
+                history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                "seconds": time.perf_counter() - t0,
+                                "examples": spec.steps_per_epoch * spec.batch_size * comm.size})
+                done = stale >= spec.patience or epoch == spec.epochs - 1
+                checkpoint(epoch, done)
+                if fail_after is not None and epoch >= int(fail_after):
+                    raise RuntimeError(f"fault injection: training process {comm.rank} killed after epoch {epoch}")
+                if done:
+                    break
+    return {"rank": comm.rank, "size": comm.size, "history": history, "resumed_from": resumed_from,
+            "best": best, "best_epoch": best_epoch}
+
+
+# -- the job -------------------------------------------------------------------------------------------------------
+def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_name: str, run: JobRun,
+                hyper: dict[str, Any] | None = None) -> TrainResult:
+    from kfr_spark import distributed, feed
+    from kfr_spark.models import MODELS
+
+    cfg = config.train
+    try:
+        model_cls = MODELS[model_name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown model {model_name!r}; known: {', '.join(MODELS)}") from None
+    if model_cls.level != "frame" or model_cls.objective == "counts":
+        raise ConfigError(f"kfr train handles frame-level models with a gradient; {model_name} is not one")
+    for name in (GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name):
+        if not delta_io.table_exists(spark, lake, name):
+            raise ConfigError(f"kfr train needs {name}: run kfr dataset first")
+    inputs = [GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name]
+    if model_cls.uses_images:
+        inputs.append(SILVER_FRAME_FEATURES.name)
+    if model_cls.uses_text:
+        inputs.append(SILVER_VOCABULARY.name)
+    for name in inputs:
+        run.read(name, delta_io.current_version(spark, lake, name))
+
+    backbone = config.dataset.backbone
+    hyper = {**cfg.hyper.get(model_cls.name, {}), **(hyper or {})}
+    shape = model_shape(spark, lake, model_cls.name, model_cls, backbone)
+    key = run_key(shape, cfg, hyper, run.input_versions)
+    model_dir, cache = artifact_dirs(config)
+    run_dir = model_dir / model_cls.name / key
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = frame_level_rows(spark, lake, model_cls, cfg, backbone, config.dataset.max_tokens)
+    procs = max(1, cfg.num_proc)
+    # Petastorm shards by Parquet row group: every process needs some, so write at least a few files per process.
+    parts = max(2 * procs, spark.sparkContext.defaultParallelism)
+    train_df = rows.filter(~F.col("_val")).drop("_val").repartition(parts)
+    val_df = rows.filter(F.col("_val")).drop("_val").repartition(parts)
+    train_data, val_data = feed.materialize(spark, train_df, cache), feed.materialize(spark, val_df, cache)
+    if train_data.rows == 0:
+        raise ConfigError(f"no training rows for {model_name}: is gold.interactions empty?")
+    per_step = cfg.batch_size * procs
+    spec = WorkerSpec(
+        shape=shape, hyper=hyper, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed,
+        steps_per_epoch=max(1, math.ceil(train_data.rows / per_step)),
+        val_steps=math.ceil(val_data.rows / per_step) if val_data.rows >= per_step else 0,
+        run_dir=str(run_dir), threads_per_proc=max(1, (os.cpu_count() or 2) // procs),
+    )
+    log.info("train: %s on %d process(es), %d train / %d validation rows, %d steps per epoch → %s",
+             model_cls.name, procs, train_data.rows, val_data.rows, spec.steps_per_epoch, run_dir)
+    started = time.perf_counter()
+    results = distributed.launch(train_worker, (spec, train_data, val_data), procs)
+    seconds = time.perf_counter() - started
+    root = next(r for r in results if r["rank"] == 0)
+    result = TrainResult(
+        model=model_cls.name, run_key=key, run_dir=str(run_dir), epochs_run=len(root["history"]),
+        resumed_from_epoch=root["resumed_from"], best_epoch=root["best_epoch"], best_val_loss=root["best"],
+        history=root["history"], train_rows=train_data.rows, val_rows=val_data.rows, seconds=seconds,
+        processes=root["size"],
+    )
+    (run_dir / META_FILE).write_text(json.dumps({
+        "model": model_cls.name, "shape": asdict(shape), "hyper": hyper, "train": cfg.model_dump(mode="json"),
+        "input_versions": run.input_versions, "history": result.history, "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss, "processes": result.processes, "run_id": run.run_id,
+    }, indent=2, default=str))
+    run.rows_in = train_data.rows + val_data.rows
+    run.rows_out = result.epochs_run
+    run.metrics.update({"train_rows": train_data.rows, "val_rows": val_data.rows, "epochs": result.epochs_run,
+                        "best_val_loss": result.best_val_loss, "seconds": seconds, "processes": result.processes,
+                        "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
+    train_data.close(), val_data.close()
+    return result
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default=None, help="model to train (default: train.model); see kfr_spark.models")
+    parser.add_argument("--num-proc", type=int, default=None, help="training processes (default: train.num_proc)")
+
+
+def run_job(args, config: KfrConfig) -> int:
+    from kfr_spark.ledger import record_job_run
+    from kfr_spark.session import build_session
+
+    if args.num_proc is not None:
+        config = config.model_copy(update={"train": config.train.model_copy(update={"num_proc": args.num_proc})})
+    model = args.model or config.train.model
+    spark = build_session(config, f"kfr-train-{model}")
+    lake = Lakehouse(config.lakehouse.root)
+    with record_job_run(spark, lake, STAGE, config, {"model": model, "num_proc": config.train.num_proc}) as run:
+        r = train_model(spark, lake, config, model, run)
+    resumed = f", resumed after epoch {r.resumed_from_epoch - 1}" if r.resumed_from_epoch else ""
+    print(f"train: {r.model} on {r.processes} process(es): {r.train_rows:,} rows, {r.epochs_run} epochs{resumed}, "
+          f"best validation loss {r.best_val_loss:.4f} at epoch {r.best_epoch} in {r.seconds:.1f}s → {r.model_path} "
+          f"[run {run.run_id}]")
+    return 0
