@@ -244,6 +244,8 @@ def main() -> int:
     parser.add_argument("--ref-size", type=int, default=1_000_000, help="comments the references process (max)")
     parser.add_argument("--jieba-size", type=int, default=200_000, help="comments plain jieba processes (max)")
     parser.add_argument("--cores", type=int, default=2, help="local[N] for the Spark job")
+    parser.add_argument("--driver-memory", default="4g",
+                        help="the job's JVM heap (local mode: driver = executor); at 2g the JVM died at 10M comments")
     parser.add_argument("--keep", action="store_true", help="keep the lakehouses under benchmarks/out")
     args = parser.parse_args()
     sizes = [int(s) for s in args.size.split(",")]
@@ -264,7 +266,7 @@ def main() -> int:
                 print(f"  reference {name:<22} {n:>10,} comments in {secs:7.1f}s = {n / secs:>9,.0f} comments/s")
         ref_cpu_per_m = refs["pipeline cpu"][1] / refs["pipeline cpu"][0] * 1e6
 
-        sets = [f"spark.master=local[{args.cores}]", "spark.driver_memory=2g"]
+        sets = [f"spark.master=local[{args.cores}]", f"spark.driver_memory={args.driver_memory}"]
         load_before = os.getloadavg()[0]
         wall, peak, cpu_by_kind, out = run_tokenize_job(lakehouse, sets)
         cpu = sum(cpu_by_kind.values())
