@@ -1,8 +1,10 @@
 """Writing to Delta tables so that a rerun changes nothing.
 
-Two write shapes cover every job: an insert-only MERGE on the natural key (append-style facts such as comments:
-a row already there is left alone) and an upsert MERGE (derived rows that a rerun recomputes). Both report the
-numbers Delta itself recorded for the commit, which go into the job-run ledger.
+Three write shapes cover every job: an insert-only MERGE on the natural key (append-style facts such as comments:
+a row already there is left alone), an upsert MERGE (derived rows that a rerun recomputes) and a synchronising
+MERGE (tables recomputed whole). Into an empty table each is a plain append, which writes the same rows without
+MERGE's join of source and target. All report the numbers Delta itself recorded for the commit, which go into
+the job-run ledger.
 """
 
 from __future__ import annotations
@@ -85,6 +87,17 @@ def _last_commit(delta: DeltaTable, name: str, version_before: int) -> WriteResu
     )
 
 
+def _is_empty(delta: DeltaTable) -> bool:
+    """No data files in the current snapshot (from the table's metadata, not a scan)."""
+    return int(delta.detail().select("numFiles").first()[0] or 0) == 0
+
+
+def _append(delta: DeltaTable, lake: Lakehouse, table: TableSpec, df: DataFrame, before: int) -> WriteResult:
+    """Into an empty table every MERGE is an insert of the whole source: write it without MERGE's join."""
+    _conform(df, table).write.format("delta").mode("append").save(lake.path(table.name))
+    return _last_commit(delta, table.name, before)
+
+
 def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
     """Insert the rows whose natural key is not in the table yet; leave existing rows untouched.
 
@@ -93,6 +106,8 @@ def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFr
     table = spec(name)
     delta = ensure_table(spark, lake, name)
     before = int(delta.history(1).collect()[0]["version"])
+    if _is_empty(delta):
+        return _append(delta, lake, table, df, before)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
     (
         delta.alias("t")
@@ -129,6 +144,8 @@ def _merge_changes(spark: SparkSession, lake: Lakehouse, name: str, df: DataFram
     table = spec(name)
     delta = ensure_table(spark, lake, name)
     before = int(delta.history(1).collect()[0]["version"])
+    if _is_empty(delta):
+        return _append(delta, lake, table, df, before)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
     changed = " OR ".join(
         _differs(f) for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns

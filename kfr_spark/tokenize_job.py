@@ -265,17 +265,6 @@ def _lap(run: JobRun, step: str, since: float) -> float:
     return now
 
 
-def _append_new_table(spark: SparkSession, lake: Lakehouse, rows: DataFrame, expected: int):
-    from kfr_spark.catalog import spec
-
-    table = spec(SILVER_TSC_TOKENS.name)
-    delta_io.ensure_table(spark, lake, table.name)
-    rows.select([F.col(f.name).cast(f.dataType) for f in table.schema.fields]).write.format("delta").mode(
-        "append"
-    ).save(lake.path(table.name))
-    return delta_io.WriteResult(table.name, delta_io.current_version(spark, lake, table.name), expected)
-
-
 def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run: JobRun, full: bool = False,
                       source_choice: str = "auto") -> TokenizeSummary:
     res = load_resources(cfg)
@@ -343,10 +332,7 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
             F.lit(model_name).alias("sentiment_model"),
             F.lit(run.run_id).alias("run_id"),
         )
-        if have_tokens:
-            write = delta_io.merge_upsert(spark, lake, SILVER_TSC_TOKENS.name, good)
-        else:  # the first run: no key to match, so a plain append writes the same rows without MERGE's join
-            write = _append_new_table(spark, lake, good, n_comments - n_failed)
+        write = delta_io.merge_upsert(spark, lake, SILVER_TSC_TOKENS.name, good)  # first run: a plain append
         run.wrote(SILVER_TSC_TOKENS.name, write.version)
         clock = _lap(run, "write", clock)
 
