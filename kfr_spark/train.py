@@ -1,8 +1,8 @@
 """Training (`kfr train`): gold tables → a Petastorm-fed, Horovod-distributed torch model → a checkpoint.
 
 The Spark side builds one flat table of training rows in the model's batch conventions (dense indices from
-`gold.users` / `gold.frames`, key frame vectors from `silver.frame_features`, comment words padded to a fixed
-length), splits off a validation share by hash, and materialises both for Petastorm (`kfr_spark.feed`). The torch
+`gold.users` / `gold.frames`, comment words padded to a fixed length; key frame vectors travel separately, once,
+as an (n_items, F) matrix the workers look batches up in), splits off a validation share by hash, and materialises both for Petastorm (`kfr_spark.feed`). The torch
 side (`train_worker`) runs in every training process (`kfr_spark.distributed`): a fixed number of steps per epoch on
 its own shard (the same count on every rank, as collective steps need), gradients averaged, the validation loss
 averaged over ranks, a checkpoint written by rank 0 after every epoch, early stopping when the validation loss
@@ -70,6 +70,7 @@ class WorkerSpec:
     val_steps: int
     run_dir: str
     threads_per_proc: int
+    features_path: str | None = None  # the (n_items, F) key frame matrix of models that use images
 
 
 @dataclass
@@ -112,21 +113,19 @@ def frame_level_rows(spark: SparkSession, lake: Lakehouse, model_cls, cfg: Train
     rows = (delta_io.read_table(spark, lake, GOLD_INTERACTIONS.name).filter(F.col("split") == "train")
             .join(users, "user_id").join(frames, ["video_id", "shot_idx"])
             .withColumn("_val", hash_unit(cfg.seed, "val", "user_id", "video_id", "shot_idx") < cfg.val_fraction))
-    images = _features(spark, lake, backbone) if model_cls.uses_images else None
+    if model_cls.uses_images:  # only frames that have a vector can be trained on with images
+        with_vectors = delta_io.read_table(spark, lake, GOLD_FRAMES.name).filter("has_features").select("frame_idx")
+        rows = rows.join(with_vectors, "frame_idx", "left_semi")
     if model_cls.objective == "pairwise":
-        return _pairs(rows, images)
-    if images is not None:
-        rows = rows.join(images, ["video_id", "shot_idx"])
+        return _pairs(rows)
     cols = [F.col("user_idx").alias("user"), F.col("frame_idx").alias("frame"),
             F.col("label").cast("float").alias("label")]
-    if images is not None:
-        cols.append("features")
     if model_cls.uses_text:
         cols.append(padded("token_ids", max_tokens).alias("tokens"))
     return rows.select(*cols, "_val")
 
 
-def _pairs(rows: DataFrame, images: DataFrame | None) -> DataFrame:
+def _pairs(rows: DataFrame) -> DataFrame:
     """BPR/VBPR rows (user, pos, neg): each positive paired with the non-positive frames of the same user, the
     i-th positive (by frame) with the negatives ranked k·(i−1)+1 … k·i, where k = negatives / positives."""
     from pyspark.sql import Window
@@ -134,26 +133,43 @@ def _pairs(rows: DataFrame, images: DataFrame | None) -> DataFrame:
     by_user = Window.partitionBy("user_idx")
     pos = (rows.filter(F.col("label") == 1)
            .withColumn("_i", F.row_number().over(by_user.orderBy("frame_idx")))
-           .select("user_idx", "_i", F.col("frame_idx").alias("pos"), F.col("video_id").alias("pv"),
-                   F.col("shot_idx").alias("ps"), "_val"))
+           .select("user_idx", "_i", F.col("frame_idx").alias("pos"), "_val"))
     neg = (rows.filter(F.col("label") == 0)
            .withColumn("_j", F.row_number().over(by_user.orderBy("frame_idx")))
            .withColumn("_n_neg", F.count("*").over(by_user))
-           .select("user_idx", "_j", "_n_neg", F.col("frame_idx").alias("neg"), F.col("video_id").alias("nv"),
-                   F.col("shot_idx").alias("ns")))
+           .select("user_idx", "_j", "_n_neg", F.col("frame_idx").alias("neg")))
     n_pos = pos.groupBy("user_idx").agg(F.count("*").alias("_n_pos"))
     neg = neg.join(n_pos, "user_idx").withColumn(
         "_i", F.floor((F.col("_j") - 1) / F.greatest(F.lit(1), F.floor(F.col("_n_neg") / F.col("_n_pos")))) + 1)
-    pairs = pos.join(neg, ["user_idx", "_i"])
-    cols = [F.col("user_idx").alias("user"), "pos", "neg"]
-    if images is not None:
-        pf = images.select(F.col("video_id").alias("pv"), F.col("shot_idx").alias("ps"),
-                           F.col("features").alias("pos_features"))
-        nf = images.select(F.col("video_id").alias("nv"), F.col("shot_idx").alias("ns"),
-                           F.col("features").alias("neg_features"))
-        pairs = pairs.join(pf, ["pv", "ps"]).join(nf, ["nv", "ns"])
-        cols += ["pos_features", "neg_features"]
-    return pairs.select(*cols, "_val")
+    return pos.join(neg, ["user_idx", "_i"]).select(F.col("user_idx").alias("user"), "pos", "neg", "_val")
+
+
+def write_feature_matrix(spark: SparkSession, lake: Lakehouse, backbone: str, n_items: int, dim: int,
+                         path: Path) -> int:
+    """The key frames' vectors as one float32 (n_items, dim) matrix file, row = frame_idx (zeros where a frame has
+    none). Training rows carry frame indices only: the vectors travel once, not once per example. Streamed from
+    Spark partition by partition into a memory-mapped file, so the driver never holds more than a partition."""
+    import numpy as np
+
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_items, dim))
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx", "frame_idx")
+    vectors = frames.join(_features(spark, lake, backbone), ["video_id", "shot_idx"]).select("frame_idx", "features")
+    n = 0
+    for row in vectors.toLocalIterator():
+        matrix[row["frame_idx"]] = row["features"]
+        n += 1
+    matrix.flush()
+    del matrix
+    return n
+
+
+def with_features(batch: dict, table) -> dict:
+    """Look the batch's key frames up in the feature matrix (pointwise `frame`; pairwise `pos` and `neg`)."""
+    if "frame" in batch:
+        batch["features"] = table[batch["frame"]]
+    if "pos" in batch:
+        batch["pos_features"], batch["neg_features"] = table[batch["pos"]], table[batch["neg"]]
+    return batch
 
 
 def model_shape(spark: SparkSession, lake: Lakehouse, name: str, model_cls, backbone: str) -> ModelShape:
@@ -200,6 +216,9 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
 
     comm = join()
     torch.set_num_threads(spec.threads_per_proc)
+    import numpy as np
+
+    table = np.load(spec.features_path, mmap_mode="r") if spec.features_path else None
     s = spec.shape
     model = build_model(s.name, n_users=s.n_users, n_items=s.n_items, feature_dim=s.feature_dim,
                         vocab_size=s.vocab_size, seed=spec.seed, **spec.hyper)
@@ -223,7 +242,8 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     def mean_loss(batches, steps: int, train: bool) -> float:
         total = 0.0
         for _ in range(steps):
-            batch = as_batch(next(batches))
+            raw = next(batches)
+            batch = as_batch(with_features(raw, table) if table is not None else raw)
             if train:
                 optimizer.zero_grad()  # Horovod's wrapper takes no arguments
                 loss = model.loss(batch)
@@ -310,6 +330,11 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     run_dir.mkdir(parents=True, exist_ok=True)
 
     rows = frame_level_rows(spark, lake, model_cls, cfg, backbone, config.dataset.max_tokens)
+    features_path = None
+    if model_cls.uses_images:
+        features_path = run_dir / "frame_features.npy"
+        n = write_feature_matrix(spark, lake, backbone, shape.n_items, shape.feature_dim, features_path)
+        log.info("train: %d key frame vectors (%d-d) → %s", n, shape.feature_dim, features_path)
     procs = max(1, cfg.num_proc)
     # Petastorm shards by Parquet row group: every process needs some, so write at least a few files per process.
     parts = max(2 * procs, spark.sparkContext.defaultParallelism)
@@ -325,6 +350,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         steps_per_epoch=max(1, math.ceil(train_data.rows / per_step)),
         val_steps=math.ceil(val_data.rows / per_step) if val_data.rows >= per_step else 0,
         run_dir=str(run_dir), threads_per_proc=max(1, (os.cpu_count() or 2) // procs),
+        features_path=str(features_path) if features_path else None,
     )
     log.info("train: %s on %d process(es), %d train / %d validation rows, %d steps per epoch → %s",
              model_cls.name, procs, train_data.rows, val_data.rows, spec.steps_per_epoch, run_dir)
