@@ -174,8 +174,19 @@ def evaluate_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, mode
     return result
 
 
+def latest_model(config: KfrConfig, name: str) -> Path:
+    """The most recently trained `model.pt` of a model name under the model directory."""
+    from kfr_spark.train import MODEL_FILE, artifact_dirs
+
+    found = sorted((artifact_dirs(config)[0] / name.lower()).glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(f"no trained {name} model under {artifact_dirs(config)[0]} (run kfr train --model {name})")
+    return found[-1]
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("model_path", type=Path, help="a model.pt written by kfr train")
+    parser.add_argument("model_path", type=Path, nargs="?", help="a model.pt written by kfr train")
+    parser.add_argument("--model", help="instead of a path: the latest trained model of this name (e.g. kfrci)")
     parser.add_argument("--eval-id", help="name of this evaluation in gold.eval_metrics (default: the run id)")
 
 
@@ -183,10 +194,13 @@ def run_job(args, config: KfrConfig) -> int:
     from kfr_spark.ledger import record_job_run
     from kfr_spark.session import build_session
 
+    if (args.model_path is None) == (args.model is None):
+        raise ConfigError("give exactly one of: a model.pt path, --model NAME")
+    model_path = args.model_path or latest_model(config, args.model)
     spark = build_session(config, "kfr-evaluate")
     lake = Lakehouse(config.lakehouse.root)
-    with record_job_run(spark, lake, STAGE, config, {"model_path": str(args.model_path)}) as run:
-        result = evaluate_model(spark, lake, config, args.model_path, run, args.eval_id)
+    with record_job_run(spark, lake, STAGE, config, {"model_path": str(model_path)}) as run:
+        result = evaluate_model(spark, lake, config, model_path, run, args.eval_id)
     figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items()))
-    print(f"evaluate: {args.model_path} over {run.rows_out:,} users: {figures} [run {run.run_id}]")
+    print(f"evaluate: {model_path} over {run.rows_out:,} users: {figures} [run {run.run_id}]")
     return 0
