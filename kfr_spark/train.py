@@ -308,8 +308,8 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         model_cls = MODELS[model_name.lower()]
     except KeyError:
         raise ConfigError(f"unknown model {model_name!r}; known: {', '.join(MODELS)}") from None
-    if model_cls.level != "frame" or model_cls.objective == "counts":
-        raise ConfigError(f"kfr train handles frame-level models with a gradient; {model_name} is not one")
+    if model_cls.level != "frame":
+        raise ConfigError(f"kfr train handles frame-level models so far; {model_name} is item-level (JIFR)")
     for name in (GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name):
         if not delta_io.table_exists(spark, lake, name):
             raise ConfigError(f"kfr train needs {name}: run kfr dataset first")
@@ -329,6 +329,8 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     run_dir = model_dir / model_cls.name / key
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    if model_cls.objective == "counts":
+        return _count_popularity(spark, lake, shape, run_dir, run, key)
     rows = frame_level_rows(spark, lake, model_cls, cfg, backbone, config.dataset.max_tokens)
     features_path = None
     if model_cls.uses_images:
@@ -376,6 +378,28 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
                         "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
     train_data.close(), val_data.close()
     return result
+
+
+def _count_popularity(spark: SparkSession, lake: Lakehouse, shape: ModelShape, run_dir: Path, run: JobRun,
+                      key: str) -> TrainResult:
+    """MostPopular has no gradient: its model is the training positives counted per key frame (a Spark
+    aggregation; one count per frame comes back)."""
+    import numpy as np
+
+    from kfr_spark.models import build_model
+
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx", "frame_idx")
+    counts = (delta_io.read_table(spark, lake, GOLD_INTERACTIONS.name)
+              .filter((F.col("split") == "train") & (F.col("label") == 1))
+              .join(frames, ["video_id", "shot_idx"]).groupBy("frame_idx").agg(F.count("*").alias("n")))
+    pairs = [(r["frame_idx"], r["n"]) for r in counts.toLocalIterator()]
+    idx = np.array([i for i, _ in pairs], dtype=np.int64)
+    n = np.array([c for _, c in pairs], dtype=np.float64)
+    model = build_model(shape.name, n_users=shape.n_users, n_items=shape.n_items).fit_counts(idx, n)
+    model.save(run_dir / MODEL_FILE)
+    run.rows_in = int(n.sum())
+    return TrainResult(model=shape.name, run_key=key, run_dir=str(run_dir), epochs_run=0, resumed_from_epoch=0,
+                       best_epoch=-1, best_val_loss=float("nan"), train_rows=int(n.sum()))
 
 
 def add_arguments(parser) -> None:

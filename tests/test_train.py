@@ -110,3 +110,17 @@ def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(
     evaluate_model(spark, lake, gold, trained.model_path, JobRun(job="evaluate", config_hash="t"), eval_id="kfri-b")
     same = paired_comparison(spark, lake, "kfri-a", "kfri-b", "ndcg", 10)
     assert same.n_users == test_users and same.t == 0.0 and same.p_value == 1.0
+
+
+def test_most_popular_counts_training_positives_and_ranks_by_them(spark, lake, gold):
+    result, _ = train(spark, lake, gold, "most_popular")
+    model = KeyFrameRecommender.load(result.model_path)
+    frames = {(r["video_id"], r["shot_idx"]): r["frame_idx"] for r in delta_io.read_table(spark, lake, "gold.frames").collect()}
+    positives = (delta_io.read_table(spark, lake, "gold.interactions")
+                 .filter((F.col("split") == "train") & (F.col("label") == 1)).collect())
+    expected = np.zeros(len(frames))
+    for r in positives:
+        expected[frames[(r["video_id"], r["shot_idx"])]] += 1
+    assert np.array_equal(model.popularity.numpy(), expected) and result.train_rows == len(positives)
+    scores = model.score(0, np.arange(len(frames))).numpy()
+    assert np.array_equal(scores, expected.astype(np.float32))  # the same ranking for every user
