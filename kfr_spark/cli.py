@@ -101,13 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(wanted={a for a in argv if a in STAGES})
     args = parser.parse_args(argv)
+    # Our own progress at INFO; other libraries' only from WARNING (py4j logs its routine reconnects, with a
+    # traceback, on the root logger at INFO, which reads like a failure in the middle of a good run).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("py4j", "jieba", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        for ours in ("kfr", "kfr_spark"):
+            logging.getLogger(ours).setLevel(logging.INFO)
     stage = STAGES[args.stage]
     try:
         config = load_config(args.config, args.overrides)
