@@ -103,19 +103,7 @@ def merge_insert_new(spark: SparkSession, lake: Lakehouse, name: str, df: DataFr
 
     The source must not repeat a key (callers deduplicate first): Delta would insert both copies.
     """
-    table = spec(name)
-    delta = ensure_table(spark, lake, name)
-    before = int(delta.history(1).collect()[0]["version"])
-    if _is_empty(delta):
-        return _append(delta, lake, table, df, before)
-    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-    (
-        delta.alias("t")
-        .merge(_conform(df, table).alias("s"), condition)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    return _last_commit(delta, name, before)
+    return _merge(spark, lake, name, df, update_changed=False, delete_missing=False)
 
 
 def _differs(column: StructField) -> str:
@@ -128,34 +116,36 @@ def _differs(column: StructField) -> str:
 
 def merge_upsert(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
     """Insert new keys and overwrite rows whose key exists but whose content changed."""
-    return _merge_changes(spark, lake, name, df, delete_missing=False)
+    return _merge(spark, lake, name, df, update_changed=True, delete_missing=False)
 
 
 def merge_sync(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame) -> WriteResult:
     """Make the table hold exactly `df`: insert new keys, update changed rows, delete keys `df` no longer has.
 
     For tables recomputed whole from their inputs (training sets): rows that did not change are not rewritten,
-    so a rerun on the same inputs commits nothing, and the ledger's counts say what the new inputs changed.
+    so a rerun on the same inputs changes no row, and the ledger's counts say what the new inputs changed. (Delta
+    still records a commit for a MERGE with a not-matched-by-source clause even when it changes nothing.)
     """
-    return _merge_changes(spark, lake, name, df, delete_missing=True)
+    return _merge(spark, lake, name, df, update_changed=True, delete_missing=True)
 
 
-def _merge_changes(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame, delete_missing: bool) -> WriteResult:
+def _merge(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame, *, update_changed: bool,
+           delete_missing: bool) -> WriteResult:
+    """The one MERGE on the natural key behind the three write shapes (a plain append into an empty table)."""
     table = spec(name)
     delta = ensure_table(spark, lake, name)
     before = int(delta.history(1).collect()[0]["version"])
     if _is_empty(delta):
         return _append(delta, lake, table, df, before)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.keys)
-    changed = " OR ".join(
-        _differs(f) for f in table.schema.fields if f.name not in table.keys and f.name not in table.lineage_columns
-    ) or "false"
-    merge = (
-        delta.alias("t")
-        .merge(_conform(df, table).alias("s"), condition)
-        .whenMatchedUpdateAll(condition=changed)
-        .whenNotMatchedInsertAll()
-    )
+    merge = delta.alias("t").merge(_conform(df, table).alias("s"), condition)
+    if update_changed:
+        changed = " OR ".join(
+            _differs(f) for f in table.schema.fields
+            if f.name not in table.keys and f.name not in table.lineage_columns
+        ) or "false"
+        merge = merge.whenMatchedUpdateAll(condition=changed)
+    merge = merge.whenNotMatchedInsertAll()
     if delete_missing:
         merge = merge.whenNotMatchedBySourceDelete()
     merge.execute()
