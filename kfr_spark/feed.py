@@ -36,8 +36,11 @@ class TrainingData:
         """Batches of this process's shard. `endless` loops over the shard forever (the caller takes a fixed number
         of steps per epoch, the same on every rank, which Horovod's collective steps need); otherwise one pass."""
 
+        # The "dummy" pool reads row groups in this thread, in order: with the seeded shuffle, a run's batches are a
+        # function of its seed (a thread pool returns row groups in whatever order they finish).
         kwargs = dict(batch_size=batch_size, num_epochs=None if endless else 1, cur_shard=rank,
-                      shard_count=shards, workers_count=1, shuffling_queue_capacity=4 * batch_size if shuffle else 0)
+                      shard_count=shards, workers_count=1, reader_pool_type="dummy",
+                      shuffling_queue_capacity=4 * batch_size if shuffle else 0)
         if shuffle:
             kwargs["seed"] = seed
         with self.converter.make_torch_dataloader(**kwargs) as loader:

@@ -340,8 +340,10 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     procs = max(1, cfg.num_proc)
     # Petastorm shards by Parquet row group: every process needs some, so write at least a few files per process.
     parts = max(2 * procs, spark.sparkContext.defaultParallelism)
-    train_df = rows.filter(~F.col("_val")).drop("_val").repartition(parts)
-    val_df = rows.filter(F.col("_val")).drop("_val").repartition(parts)
+    # Hash-partitioned and sorted, so the files (and, with the seeded shuffle, the batches) are the same every run.
+    keys = ["user", "pos", "neg"] if model_cls.objective == "pairwise" else ["user", "frame"]
+    train_df = rows.filter(~F.col("_val")).drop("_val").repartition(parts, *keys).sortWithinPartitions(*keys)
+    val_df = rows.filter(F.col("_val")).drop("_val").repartition(parts, *keys).sortWithinPartitions(*keys)
     train_data, val_data = feed.materialize(spark, train_df, cache), feed.materialize(spark, val_df, cache)
     if train_data.rows == 0:
         raise ConfigError(f"no training rows for {model_name}: is gold.interactions empty?")
