@@ -226,10 +226,19 @@ class TrainConfig(_Section):
     patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="training rows held out for early stopping")
     seed: int = 0
+    item_negatives: int = Field(default=10, ge=1, description="item-level models (JIFR): sampled unrated videos per positive (JIFR: 10)")
     # Per-model hyper-parameters, e.g. {kfrci: {dim: 64, alpha: 0.4}}; see kfr_spark.models.
     hyper: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model_dir: Path | None = Field(default=None, description="model artifacts (None: <lakehouse>/_artifacts/models)")
     cache_dir: Path | None = Field(default=None, description="Petastorm's Parquet cache (None: <lakehouse>/_artifacts/petastorm)")
+
+
+class EvaluateConfig(_Section):
+    """Offline evaluation (`kfr evaluate`): the KFRCI protocol for frame-level models, JIFR's for item-level ones."""
+
+    seed: int = 7
+    item_negatives: int = Field(default=1000, ge=1,
+                                description="JIFR item protocol: unrated videos ranked with each held-out one (all when fewer)")
 
 
 class KfrConfig(_Section):
@@ -243,6 +252,7 @@ class KfrConfig(_Section):
     features: FeaturesConfig = FeaturesConfig()
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""

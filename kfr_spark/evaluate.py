@@ -1,12 +1,22 @@
-"""Evaluation (`kfr evaluate`): the KFRCI protocol on a trained frame-level model → `gold.eval_metrics`.
+"""Evaluation (`kfr evaluate`): a trained model against held-out data → `gold.eval_user_metrics`, `gold.eval_metrics`.
 
-For every (user, held-out video) — a video holding some of the user's test positives — the model ranks all of
-that video's key frames except the user's training positives; the relevant frames are the held-out positives.
-F1@K and NDCG@K (K = 5, 10, 20) per query are averaged per user, then over users (`kfr_spark.models.metrics`).
+Frame-level models (KFRCI's protocol): for every (user, held-out video) — a video holding some of the user's test
+positives — the model ranks all of that video's key frames except the user's training positives; the relevant
+frames are the held-out positives. F1@K and NDCG@K (K = 5, 10, 20).
 
-Scoring runs on the executors: queries are grouped by user in `applyInPandas`, the model is loaded once per Python
-worker from its checkpoint (`weights_only=True`), and only per-user metric values come back into Spark. They are
-kept in `gold.eval_user_metrics`, so two models are compared user by user — the paired t-test's sums are Spark
+Item-level models (JIFR's two protocols):
+
+* items — each user's held-out video is ranked among `evaluate.item_negatives` videos the user never commented on
+  (drawn by hash; all of them when there are fewer): `item_hr`, `item_ndcg` @ 5, 10, 20;
+* key frames — for users with no frame-level training data (`gold.users.is_cold`), each video they commented on is
+  a query: its key frames ranked by w_a · P c_k, relevant = the frames the user liked (`split = cold`):
+  `frame_hr`, `frame_ndcg` @ 1, 2, 3, next to `random_frame_hr`, `random_frame_ndcg`, a random frame's expected
+  values on the same queries (closed form, `metrics.random_ranking_metrics`).
+
+Per-query values are averaged per user, then over users (`kfr_spark.models.metrics`). Scoring runs on the
+executors: queries are grouped by user in `applyInPandas`, the model is loaded once per Python worker from its
+checkpoint (`weights_only=True`), and only per-user metric values come back into Spark. They are kept in
+`gold.eval_user_metrics`, so two models are compared user by user — the paired t-test's sums are Spark
 aggregates, never a collect of the users.
 """
 
@@ -19,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
@@ -29,11 +39,13 @@ from kfr_spark.catalog import (
     GOLD_EVAL_USER_METRICS,
     GOLD_FRAMES,
     GOLD_INTERACTIONS,
+    GOLD_ITEM_INTERACTIONS,
     GOLD_USERS,
     SILVER_FRAME_FEATURES,
     Lakehouse,
 )
-from kfr_spark.config import ConfigError, KfrConfig
+from kfr_spark.config import ConfigError, EvaluateConfig, KfrConfig
+from kfr_spark.dataset import hash_unit
 from kfr_spark.ledger import JobRun
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,8 @@ log = logging.getLogger(__name__)
 STAGE = "evaluate"
 KS = (5, 10, 20)
 METRICS = ("f1", "ndcg")
+ITEM_KS = (5, 10, 20)
+FRAME_KS = (1, 2, 3)
 
 _USER_METRICS = StructType([
     StructField("user_id", StringType(), False),
@@ -73,14 +87,86 @@ def user_metrics(frame: pd.DataFrame, model_path: str) -> pd.DataFrame:
     scores = model.score(int(frame["user_idx"].iloc[0]), frame["frame_idx"].to_numpy(), feats).numpy()
     _, per_query = grouped_ranking_metrics(frame["video_id"].to_numpy(), scores, frame["relevant"].to_numpy(), KS,
                                            metrics=METRICS)
-    user = frame["user_id"].iloc[0]
+    rows = _metric_rows(frame["user_id"].iloc[0], per_query)
+    return pd.DataFrame(rows, columns=[f.name for f in _USER_METRICS.fields])
+
+
+def _metric_rows(user: str, per_query: dict[str, np.ndarray], prefix: str = "") -> list[tuple]:
     rows = []
     for name, values in per_query.items():
         metric, k = name.split("@")
         values = values[~np.isnan(values)]
         if values.size:
-            rows.append((user, metric, int(k), float(values.mean()), int(values.size)))
+            rows.append((user, prefix + metric, int(k), float(values.mean()), int(values.size)))
+    return rows
+
+
+def user_item_metrics(frame: pd.DataFrame, model_path: str) -> pd.DataFrame:
+    """One user's item query (rows: user_id, user_idx, item_idx, relevant) → item_hr / item_ndcg @ ITEM_KS."""
+    from kfr_spark.models.metrics import ranking_metrics
+
+    model = _model(model_path)
+    scores = model.score(int(frame["user_idx"].iloc[0]), frame["item_idx"].to_numpy()).numpy()
+    per_query = {k: np.atleast_1d(v) for k, v in
+                 ranking_metrics(scores, frame["relevant"].to_numpy(), ITEM_KS, metrics=("hr", "ndcg")).items()}
+    rows = _metric_rows(frame["user_id"].iloc[0], per_query, "item_")
     return pd.DataFrame(rows, columns=[f.name for f in _USER_METRICS.fields])
+
+
+def user_frame_metrics(frame: pd.DataFrame, model_path: str) -> pd.DataFrame:
+    """One cold user's key frame queries (rows: user_id, user_idx, video_id, relevant, features) → frame_hr /
+    frame_ndcg @ FRAME_KS, and a random frame's expected values on the same queries."""
+    from kfr_spark.models.metrics import grouped_ranking_metrics, random_ranking_metrics
+
+    model = _model(model_path)
+    scores = model.score_frames(int(frame["user_idx"].iloc[0]), np.stack(frame["features"].to_numpy())).numpy()
+    _, per_query = grouped_ranking_metrics(frame["video_id"].to_numpy(), scores, frame["relevant"].to_numpy(),
+                                           FRAME_KS, metrics=("hr", "ndcg"))
+    sizes = frame.groupby("video_id", sort=True)["relevant"].agg(["size", "sum"])
+    random = random_ranking_metrics(sizes["size"].to_numpy(), sizes["sum"].to_numpy(), FRAME_KS)
+    user = frame["user_id"].iloc[0]
+    rows = _metric_rows(user, per_query, "frame_") + _metric_rows(user, random, "random_frame_")
+    return pd.DataFrame(rows, columns=[f.name for f in _USER_METRICS.fields])
+
+
+def item_candidates(spark: SparkSession, lake: Lakehouse, cfg: EvaluateConfig) -> DataFrame:
+    """(user_id, user_idx, item_idx, relevant): each held-out video with up to `item_negatives` unrated ones."""
+    users = delta_io.read_table(spark, lake, GOLD_USERS.name).select("user_id", "user_idx")
+    items = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "item_idx").distinct()
+    seen = delta_io.read_table(spark, lake, GOLD_ITEM_INTERACTIONS.name).join(items, "video_id")
+    test = seen.filter(F.col("split") == "test").select("user_id", "item_idx", F.lit(True).alias("relevant"))
+    n_items = items.count()
+    n = cfg.item_negatives
+    queries = test.select("user_id").distinct()
+    if n_items <= 2 * n:  # a small catalogue: every unrated video is a candidate, the first n by hash are kept
+        pool = queries.crossJoin(items.select("item_idx"))
+    else:  # 2n draws with replacement, distinct: at least n unrated ones unless the user rated most of them
+        pool = (queries.select("user_id", F.explode(F.sequence(F.lit(0), F.lit(2 * n - 1))).alias("_j"))
+                .select("user_id", F.pmod(F.xxhash64(F.lit(cfg.seed), F.lit("eval-item"), "user_id", "_j"),
+                                          F.lit(n_items)).cast("int").alias("item_idx")).distinct())
+    by_user = Window.partitionBy("user_id").orderBy("_draw", "item_idx")
+    unrated = (pool.join(seen.select("user_id", "item_idx"), ["user_id", "item_idx"], "left_anti")
+               .withColumn("_draw", hash_unit(cfg.seed, "eval-item-keep", "user_id", "item_idx"))
+               .withColumn("_rank", F.row_number().over(by_user)).filter(F.col("_rank") <= n)
+               .select("user_id", "item_idx", F.lit(False).alias("relevant")))
+    return test.unionByName(unrated).join(users, "user_id").select("user_id", "user_idx", "item_idx", "relevant")
+
+
+def cold_frame_candidates(spark: SparkSession, lake: Lakehouse, backbone: str) -> DataFrame:
+    """(user_id, user_idx, video_id, relevant, features): every key frame with a vector of every video a cold user
+    liked a frame of; relevant = the user liked it."""
+    gold = delta_io.read_table(spark, lake, GOLD_INTERACTIONS.name)
+    users = delta_io.read_table(spark, lake, GOLD_USERS.name).filter(F.col("is_cold")).select("user_id", "user_idx")
+    liked = (gold.filter((F.col("split") == "cold") & (F.col("label") == 1))
+             .select("user_id", "video_id", "shot_idx", F.lit(True).alias("relevant")))
+    feats = (delta_io.read_table(spark, lake, SILVER_FRAME_FEATURES.name)
+             .filter(F.col("backbone") == backbone).select("video_id", "shot_idx", "features"))
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx").join(
+        feats, ["video_id", "shot_idx"])
+    return (liked.select("user_id", "video_id").distinct().join(frames, "video_id")
+            .join(liked, ["user_id", "video_id", "shot_idx"], "left").fillna({"relevant": False})
+            .join(users, "user_id")
+            .select("user_id", "user_idx", "video_id", "relevant", "features"))
 
 
 def candidates(spark: SparkSession, lake: Lakehouse, uses_images: bool, backbone: str) -> DataFrame:
@@ -143,15 +229,23 @@ def evaluate_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, mode
     if not Path(model_path).is_file():
         raise ConfigError(f"model file not found: {model_path} (kfr train writes it)")
     model = KeyFrameRecommender.load(model_path)  # refuses anything but tensors and plain values
-    if model.level != "frame":
-        raise ConfigError(f"{model.name} is an item-level model: the KFRCI protocol ranks frames")
-    for name in (GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name):
+    inputs = [GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name]
+    if model.level == "item":
+        inputs += [GOLD_ITEM_INTERACTIONS.name, SILVER_FRAME_FEATURES.name]
+    for name in inputs:
         run.read(name, delta_io.current_version(spark, lake, name))
     eval_id = eval_id or run.run_id
-    rows = candidates(spark, lake, model.uses_images, config.dataset.backbone)
     path = str(Path(model_path).resolve())
-    per_user = (rows.groupBy("user_id").applyInPandas(lambda f: user_metrics(f, path), schema=_USER_METRICS)
-                .withColumn("eval_id", F.lit(eval_id)).withColumn("model", F.lit(model.name))
+    if model.level == "item":
+        items = item_candidates(spark, lake, config.evaluate).groupBy("user_id").applyInPandas(
+            lambda f: user_item_metrics(f, path), schema=_USER_METRICS)
+        cold = cold_frame_candidates(spark, lake, config.dataset.backbone).groupBy("user_id").applyInPandas(
+            lambda f: user_frame_metrics(f, path), schema=_USER_METRICS)
+        per_user = items.unionByName(cold)
+    else:
+        rows = candidates(spark, lake, model.uses_images, config.dataset.backbone)
+        per_user = rows.groupBy("user_id").applyInPandas(lambda f: user_metrics(f, path), schema=_USER_METRICS)
+    per_user = (per_user.withColumn("eval_id", F.lit(eval_id)).withColumn("model", F.lit(model.name))
                 .withColumn("run_id", F.lit(run.run_id)).persist())
     try:
         written = delta_io.merge_upsert(spark, lake, GOLD_EVAL_USER_METRICS.name, per_user)

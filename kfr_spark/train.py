@@ -1,13 +1,17 @@
 """Training (`kfr train`): gold tables → a Petastorm-fed, Horovod-distributed torch model → a checkpoint.
 
 The Spark side builds one flat table of training rows in the model's batch conventions (dense indices from
-`gold.users` / `gold.frames`, comment words padded to a fixed length; key frame vectors travel separately, once,
-as an (n_items, F) matrix the workers look batches up in), splits off a validation share by hash, and materialises both for Petastorm (`kfr_spark.feed`). The torch
-side (`train_worker`) runs in every training process (`kfr_spark.distributed`): a fixed number of steps per epoch on
-its own shard (the same count on every rank, as collective steps need), gradients averaged, the validation loss
-averaged over ranks, a checkpoint written by rank 0 after every epoch, early stopping when the validation loss
-has not improved for `patience` epochs. A run that finds a checkpoint of the same run key resumes after its last
-finished epoch.
+`gold.users` / `gold.frames`, comment words padded to a fixed length), splits off a validation share by hash, and
+materialises both for Petastorm (`kfr_spark.feed`). Key frame vectors travel separately, once, as an (n_frames, F)
+matrix the workers look batches up in; item-level models (JIFR) also get every video's frame indices and hold
+the frames themselves. Frame-level rows come from `gold.interactions`; item-level rows (user, video, sampled
+unrated videos) from `gold.item_interactions`.
+
+The torch side (`train_worker`) runs in every training process (`kfr_spark.distributed`): a fixed number of steps
+per epoch on its own shard (the same count on every rank, as collective steps need), gradients averaged, the
+validation loss averaged over ranks, a checkpoint written by rank 0 after every epoch, early stopping when the
+validation loss has not improved for `patience` epochs. A run that finds a checkpoint of the same run key resumes
+after its last finished epoch.
 
 The model artifact is `<model_dir>/<model>/<run key>/model.pt` (tensors and plain values only: loaded with
 `weights_only=True`), next to `training.json` (parameters, per-epoch history, input Delta versions).
@@ -29,7 +33,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from kfr_spark import delta_io
-from kfr_spark.catalog import GOLD_FRAMES, GOLD_INTERACTIONS, GOLD_USERS, SILVER_FRAME_FEATURES, SILVER_VOCABULARY, Lakehouse
+from kfr_spark.catalog import (
+    GOLD_FRAMES,
+    GOLD_INTERACTIONS,
+    GOLD_ITEM_INTERACTIONS,
+    GOLD_USERS,
+    SILVER_FRAME_FEATURES,
+    SILVER_VOCABULARY,
+    Lakehouse,
+)
 from kfr_spark.config import ConfigError, KfrConfig, TrainConfig
 from kfr_spark.dataset import hash_unit
 from kfr_spark.ledger import JobRun
@@ -70,7 +82,8 @@ class WorkerSpec:
     val_steps: int
     run_dir: str
     threads_per_proc: int
-    features_path: str | None = None  # the (n_items, F) key frame matrix of models that use images
+    features_path: str | None = None  # the (n_frames, F) key frame matrix of models that use images
+    item_frames_path: str | None = None  # item-level models: (n_items, max_frames) frame indices, -1 = padding
 
 
 @dataclass
@@ -144,14 +157,58 @@ def _pairs(rows: DataFrame) -> DataFrame:
     return pos.join(neg, ["user_idx", "_i"]).select(F.col("user_idx").alias("user"), "pos", "neg", "_val")
 
 
-def write_feature_matrix(spark: SparkSession, lake: Lakehouse, backbone: str, n_items: int, dim: int,
+def item_level_rows(spark: SparkSession, lake: Lakehouse, cfg: TrainConfig) -> DataFrame:
+    """JIFR's training rows (user, pos, neg[item_negatives]) with `_val`: every training video of a user, paired
+    with videos the user never commented on, drawn by hash (so a rerun draws the same). Cold users are included:
+    item-level history is all JIFR learns from, and it is what serves them."""
+    n = cfg.item_negatives
+    users = delta_io.read_table(spark, lake, GOLD_USERS.name).select("user_id", "user_idx")
+    items = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "item_idx").distinct()
+    n_items = items.count()
+    seen = (delta_io.read_table(spark, lake, GOLD_ITEM_INTERACTIONS.name).join(items, "video_id")
+            .select("user_id", "item_idx", "split"))
+    positives = seen.filter(F.col("split") == "train").select("user_id", F.col("item_idx").alias("pos"))
+    draws = (positives.select("user_id", "pos", F.explode(F.sequence(F.lit(0), F.lit(4 * n - 1))).alias("_j"))
+             .withColumn("neg", F.pmod(F.xxhash64(F.lit(cfg.seed), F.lit("item-neg"), "user_id", "pos", "_j"),
+                                       F.lit(max(1, n_items))).cast("int"))
+             .join(seen.select("user_id", F.col("item_idx").alias("neg")), ["user_id", "neg"], "left_anti"))
+    kept = (draws.groupBy("user_id", "pos")
+            .agg(F.transform(F.array_sort(F.collect_list(F.struct("_j", "neg"))), lambda d: d["neg"]).alias("_negs")))
+    # Fewer than n unrated videos drawn (a user who commented on nearly everything): cycle through those drawn.
+    neg = F.transform(F.sequence(F.lit(0), F.lit(n - 1)),
+                      lambda i: F.element_at("_negs", (i % F.size("_negs")) + 1))
+    return (kept.filter(F.size("_negs") > 0).join(users, "user_id")
+            .select(F.col("user_idx").alias("user"), F.col("pos").cast("int").alias("pos"), neg.alias("neg"),
+                    (hash_unit(cfg.seed, "val", "user_id", "pos") < cfg.val_fraction).alias("_val")))
+
+
+def write_item_frames(spark: SparkSession, lake: Lakehouse, n_items: int, path: Path) -> int:
+    """Every video's key frames that have a vector, as one int64 (n_items, max_frames) matrix of frame indices
+    (-1 = padding), streamed like the feature matrix. Returns max_frames."""
+    import numpy as np
+
+    per_item = (delta_io.read_table(spark, lake, GOLD_FRAMES.name).filter("has_features")
+                .groupBy("item_idx").agg(F.array_sort(F.collect_list("frame_idx")).alias("frames")))
+    widest = int(per_item.agg(F.max(F.size("frames")).alias("m")).first()["m"] or 0)
+    if widest == 0:
+        raise ConfigError("no key frame has a feature vector: run kfr features before training an item-level model")
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(n_items, widest))
+    matrix[:] = -1
+    for row in per_item.toLocalIterator():
+        matrix[row["item_idx"], : len(row["frames"])] = row["frames"]
+    matrix.flush()
+    del matrix
+    return widest
+
+
+def write_feature_matrix(spark: SparkSession, lake: Lakehouse, backbone: str, n_frames: int, dim: int,
                          path: Path) -> int:
-    """The key frames' vectors as one float32 (n_items, dim) matrix file, row = frame_idx (zeros where a frame has
+    """The key frames' vectors as one float32 (n_frames, dim) matrix file, row = frame_idx (zeros where a frame has
     none). Training rows carry frame indices only: the vectors travel once, not once per example. Streamed from
     Spark partition by partition into a memory-mapped file, so the driver never holds more than a partition."""
     import numpy as np
 
-    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_items, dim))
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_frames, dim))
     frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).select("video_id", "shot_idx", "frame_idx")
     vectors = frames.join(_features(spark, lake, backbone), ["video_id", "shot_idx"]).select("frame_idx", "features")
     n = 0
@@ -173,8 +230,10 @@ def with_features(batch: dict, table) -> dict:
 
 
 def model_shape(spark: SparkSession, lake: Lakehouse, name: str, model_cls, backbone: str) -> ModelShape:
+    """The model's dimensions; its items are key frames (frame-level models) or videos (item-level: JIFR)."""
     n_users = delta_io.read_table(spark, lake, GOLD_USERS.name).count()
-    n_items = delta_io.read_table(spark, lake, GOLD_FRAMES.name).count()
+    frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name)
+    n_items = frames.select("item_idx").distinct().count() if model_cls.level == "item" else frames.count()
     feature_dim = vocab_size = None
     if model_cls.uses_images:
         first = _features(spark, lake, backbone).select(F.size("features").alias("d")).first()
@@ -222,6 +281,9 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     s = spec.shape
     model = build_model(s.name, n_users=s.n_users, n_items=s.n_items, feature_dim=s.feature_dim,
                         vocab_size=s.vocab_size, seed=spec.seed, **spec.hyper)
+    if spec.item_frames_path:  # item-level: the model holds every video's frames; batches carry indices only
+        model.set_item_frames(np.asarray(table), frame_index=np.load(spec.item_frames_path))
+        table = None
     optimizer = make_optimizer(model, spec.optimizer, spec.lr)
     history: list[dict[str, float]] = []
     start_epoch, best, best_epoch, stale, finished = 0, math.inf, -1, 0, False
@@ -308,12 +370,11 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         model_cls = MODELS[model_name.lower()]
     except KeyError:
         raise ConfigError(f"unknown model {model_name!r}; known: {', '.join(MODELS)}") from None
-    if model_cls.level != "frame":
-        raise ConfigError(f"kfr train handles frame-level models so far; {model_name} is item-level (JIFR)")
-    for name in (GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name):
+    item_level = model_cls.level == "item"
+    inputs = [GOLD_USERS.name, GOLD_FRAMES.name, GOLD_ITEM_INTERACTIONS.name if item_level else GOLD_INTERACTIONS.name]
+    for name in inputs:
         if not delta_io.table_exists(spark, lake, name):
             raise ConfigError(f"kfr train needs {name}: run kfr dataset first")
-    inputs = [GOLD_USERS.name, GOLD_FRAMES.name, GOLD_INTERACTIONS.name]
     if model_cls.uses_images:
         inputs.append(SILVER_FRAME_FEATURES.name)
     if model_cls.uses_text:
@@ -331,17 +392,26 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
 
     if model_cls.objective == "counts":
         return _count_popularity(spark, lake, shape, run_dir, run, key)
-    rows = frame_level_rows(spark, lake, model_cls, cfg, backbone, config.dataset.max_tokens)
-    features_path = None
+    if item_level:
+        rows = item_level_rows(spark, lake, cfg)
+    else:
+        rows = frame_level_rows(spark, lake, model_cls, cfg, backbone, config.dataset.max_tokens)
+    features_path = item_frames_path = None
     if model_cls.uses_images:
         features_path = run_dir / "frame_features.npy"
-        n = write_feature_matrix(spark, lake, backbone, shape.n_items, shape.feature_dim, features_path)
+        n_frames = delta_io.read_table(spark, lake, GOLD_FRAMES.name).count()
+        n = write_feature_matrix(spark, lake, backbone, n_frames, shape.feature_dim, features_path)
         log.info("train: %d key frame vectors (%d-d) → %s", n, shape.feature_dim, features_path)
+    if item_level:
+        item_frames_path = run_dir / "item_frames.npy"
+        widest = write_item_frames(spark, lake, shape.n_items, item_frames_path)
+        log.info("train: %d videos, up to %d key frames each → %s", shape.n_items, widest, item_frames_path)
     procs = max(1, cfg.num_proc)
     # Petastorm shards by Parquet row group: every process needs some, so write at least a few files per process.
     parts = max(2 * procs, spark.sparkContext.defaultParallelism)
     # Hash-partitioned and sorted, so the files (and, with the seeded shuffle, the batches) are the same every run.
-    keys = ["user", "pos", "neg"] if model_cls.objective == "pairwise" else ["user", "frame"]
+    keys = (["user", "pos"] if item_level else ["user", "pos", "neg"]) if model_cls.objective == "pairwise" \
+        else ["user", "frame"]
     train_df = rows.filter(~F.col("_val")).drop("_val").repartition(parts, *keys).sortWithinPartitions(*keys)
     val_df = rows.filter(F.col("_val")).drop("_val").repartition(parts, *keys).sortWithinPartitions(*keys)
     train_data, val_data = feed.materialize(spark, train_df, cache), feed.materialize(spark, val_df, cache)
@@ -355,6 +425,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         val_steps=math.ceil(val_data.rows / per_step) if val_data.rows >= per_step else 0,
         run_dir=str(run_dir), threads_per_proc=max(1, (os.cpu_count() or 2) // procs),
         features_path=str(features_path) if features_path else None,
+        item_frames_path=str(item_frames_path) if item_frames_path else None,
     )
     log.info("train: %s on %d process(es), %d train / %d validation rows, %d steps per epoch → %s",
              model_cls.name, procs, train_data.rows, val_data.rows, spec.steps_per_epoch, run_dir)

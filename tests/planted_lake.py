@@ -4,6 +4,10 @@ Forty videos of eight shots; every key frame shows concept 0 or 1 (its vector sa
 one concept, comments positively on frames of it and, now and then, negatively on frames of the other. Users
 `light*` comment too little to be kept. A model that uses the images, or even only the users' history, must rank
 the liked concept's frames first.
+
+`item_taste=True` plants the same taste at item level too (JIFR's input): a video mostly shows one concept (six
+shots of eight) and users pick the videos of the concept they like, so which videos a user comments on tells a
+model which frames that user likes.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ N_USERS = 24
 BACKBONE = "efficientnet_lite0"
 
 
-def concept(video: int, shot: int) -> int:
+def concept(video: int, shot: int, item_taste: bool = False) -> int:
+    if item_taste:  # the video's concept, but for shots 3 and 7
+        return video % 2 if shot % 4 != 3 else 1 - video % 2
     return (video + shot) % 2
 
 
-def build(spark, lake, seed: int = 3) -> dict:
+def build(spark, lake, seed: int = 3, item_taste: bool = False) -> dict:
+
     rng = np.random.default_rng(seed)
     shots, feats = [], []
     for v in range(N_VIDEOS):
@@ -32,7 +39,7 @@ def build(spark, lake, seed: int = 3) -> dict:
             shots.append((f"v{v}", k, k * 5.0, (k + 1) * 5.0, None, None, k * 5.0 + 1, None, b"jpeg", 8, 8, False,
                           "test", "p", "r"))
             vec = rng.normal(0, 0.3, DIM)
-            vec[concept(v, k)] += 3.0
+            vec[concept(v, k, item_taste)] += 3.0
             vec = vec / np.linalg.norm(vec)
             feats.append((f"v{v}", k, BACKBONE, DIM, [float(x) for x in vec], "p", "sha", None, "r"))
     aligned, tokens = [], []
@@ -44,17 +51,18 @@ def build(spark, lake, seed: int = 3) -> dict:
         cid = f"c{n}"
         aligned.append(("bilibili", f"v{v}", cid, user, k * 5.0 + 2, 0.5, k * 5.0 + 1.5, k, 1, False, "t",
                         datetime(2024, 1, 1), "r"))
-        word = 2 + concept(v, k) if positive else 4
+        word = 2 + concept(v, k, item_taste) if positive else 4
         tokens.append(("bilibili", f"v{v}", cid, user, "t", ["w"], [word, 6], False, None, False,
                        1 if positive else 0, 0.9 if positive else 0.1, "lexicon", "r"))
 
     for u in range(N_USERS):
         user, likes = f"u{u:02d}", u % 2
-        for v in rng.choice(N_VIDEOS, size=5, replace=False):
+        pool = [v for v in range(N_VIDEOS) if v % 2 == likes] if item_taste else range(N_VIDEOS)
+        for v in rng.choice(pool, size=5, replace=False):
             for k in range(N_SHOTS):
-                if concept(v, k) == likes and rng.random() < 0.8:
+                if concept(v, k, item_taste) == likes and rng.random() < 0.8:
                     comment(user, int(v), k, True)
-                elif concept(v, k) != likes and rng.random() < 0.15:
+                elif concept(v, k, item_taste) != likes and rng.random() < 0.15:
                     comment(user, int(v), k, False)
     for u in range(3):  # too few comments to be kept
         comment(f"light{u}", 0, 0, True)

@@ -124,6 +124,33 @@ def grouped_ranking_metrics(group: Any, scores: Any, relevant: Any, ks: Iterable
     return queries, ranking_metrics(S, R, ks, mask=M, metrics=metrics, rng=rng)
 
 
+def random_ranking_metrics(n_candidates: Any, n_relevant: Any, ks: Iterable[int] = (5, 10, 20), *,
+                           metrics: Iterable[str] = ("hr", "ndcg")) -> dict[str, np.ndarray]:
+    """The expected per-query metrics of a uniformly random ranking (JIFR's "random frame" baseline), in closed form:
+    each position holds a relevant candidate with probability R/n, so E[hits@K] = min(K, n)·R/n, HR@K = min(K, n)/n
+    and E[NDCG@K] = (R/n)·Σ_{r ≤ min(K, n)} 1/log2(r + 1) / IDCG@K. No sampling noise in the baseline."""
+    n = np.atleast_1d(np.asarray(n_candidates, dtype=np.float64))
+    r = np.atleast_1d(np.asarray(n_relevant, dtype=np.float64))
+    ks = sorted({int(k) for k in ks})
+    discounts = 1.0 / np.log2(np.arange(2, max(ks) + 2))
+    ideal_cum = np.cumsum(discounts)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            shown = np.minimum(k, n)
+            hits = shown * r / n
+            values = {
+                "precision": hits / k, "recall": shown / n, "hr": shown / n, "f1": 2.0 * hits / (k + r),
+                "hit": 1.0 - np.array([math.comb(int(a - b), k) / math.comb(int(a), k) if a >= k else float(b == 0)
+                                       for a, b in zip(n, r, strict=True)]),
+                "ndcg": (r / n) * ideal_cum[np.maximum(shown.astype(int) - 1, 0)]
+                / ideal_cum[np.clip(np.minimum(r, k).astype(int) - 1, 0, None)],
+            }
+            for name in metrics:
+                out[f"{name}@{k}"] = np.where((r == 0) | (n == 0), np.nan, values[name])
+    return out
+
+
 def mean_by_user(values: Any, users: Any) -> tuple[np.ndarray, np.ndarray]:
     """Per-user mean of per-query values (NaN queries skipped; a user with none → NaN)."""
     values = np.asarray(values, dtype=np.float64)
