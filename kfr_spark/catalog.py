@@ -149,6 +149,30 @@ OPS_JOB_RUNS = TableSpec(
     keys=("run_id",),
 )
 
+OPS_MODEL_RUNS = TableSpec(
+    name="ops.model_runs",
+    description=(
+        "One training of one model (its run key: model, settings and input versions): parameters, per-epoch "
+        "history, the input Delta versions, the artifact, and the MLflow run that holds the same."
+    ),
+    schema=_schema(
+        ("run_key", StringType(), False),
+        ("model", StringType(), False),
+        ("params", StringType(), False),  # JSON: shape, hyper-parameters, training settings
+        ("history", StringType(), False),  # JSON list: one {epoch, train_loss, val_loss, seconds, examples} per epoch
+        ("input_versions", MapType(StringType(), LongType()), False),
+        ("best_epoch", IntegerType(), False),
+        ("best_val_loss", DoubleType(), True),
+        ("processes", IntegerType(), False),
+        ("seconds", DoubleType(), False),
+        ("model_path", StringType(), False),
+        ("mlflow_run_id", StringType(), True),  # None when tracking is off or MLflow failed (the job logs why)
+        ("run_id", StringType(), False),  # the ops.job_runs run that trained it last
+    ),
+    keys=("run_key",),
+    lineage_columns=("run_id",),
+)
+
 SILVER_SHOTS = TableSpec(
     name="silver.shots",
     description="One shot of a video with its key frame (JPEG), or a uniform slice where there is no file.",
@@ -417,6 +441,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_EVAL_USER_METRICS,
         GOLD_EVAL_METRICS,
         OPS_JOB_RUNS,
+        OPS_MODEL_RUNS,
         OPS_STAGE_REJECTS,
     )
 }

@@ -233,6 +233,14 @@ class TrainConfig(_Section):
     cache_dir: Path | None = Field(default=None, description="Petastorm's Parquet cache (None: <lakehouse>/_artifacts/petastorm)")
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking: every training run and its evaluations in an MLflow store (and always in ops.model_runs)."""
+
+    enabled: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI (None: sqlite under <lakehouse>/_artifacts/mlflow)")
+    experiment: str = "kfr-spark"
+
+
 class EvaluateConfig(_Section):
     """Offline evaluation (`kfr evaluate`): the KFRCI protocol for frame-level models, JIFR's for item-level ones."""
 
@@ -253,6 +261,7 @@ class KfrConfig(_Section):
     dataset: DatasetConfig = DatasetConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""

@@ -265,6 +265,9 @@ def evaluate_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, mode
     finally:
         per_user.unpersist()
     run.metrics.update(result)
+    from kfr_spark import tracking
+
+    tracking.log_evaluation(config, Path(model_path), eval_id, result)
     return result
 
 

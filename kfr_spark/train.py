@@ -38,6 +38,7 @@ from kfr_spark.catalog import (
     GOLD_INTERACTIONS,
     GOLD_ITEM_INTERACTIONS,
     GOLD_USERS,
+    OPS_MODEL_RUNS,
     SILVER_FRAME_FEATURES,
     SILVER_VOCABULARY,
     Lakehouse,
@@ -391,7 +392,9 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if model_cls.objective == "counts":
-        return _count_popularity(spark, lake, shape, run_dir, run, key)
+        result = _count_popularity(spark, lake, shape, run_dir, run, key)
+        record_model_run(spark, lake, config, result, {"shape": asdict(shape), "hyper": hyper}, run)
+        return result
     if item_level:
         rows = item_level_rows(spark, lake, cfg)
     else:
@@ -444,6 +447,8 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         "input_versions": run.input_versions, "history": result.history, "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss, "processes": result.processes, "run_id": run.run_id,
     }, indent=2, default=str))
+    record_model_run(spark, lake, config, result, {"shape": asdict(shape), "hyper": hyper,
+                                                   "train": cfg.model_dump(mode="json")}, run)
     run.rows_in = train_data.rows + val_data.rows
     run.rows_out = result.epochs_run
     run.metrics.update({"train_rows": train_data.rows, "val_rows": val_data.rows, "epochs": result.epochs_run,
@@ -451,6 +456,32 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
                         "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
     train_data.close(), val_data.close()
     return result
+
+
+def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, result: TrainResult,
+                     params: dict[str, Any], run: JobRun) -> None:
+    """The training's record in `ops.model_runs` (Delta, keyed by run key: a rerun of a finished training
+    rewrites nothing) and in MLflow (`kfr_spark.tracking`)."""
+    from pyspark.sql import Row
+
+    from kfr_spark import tracking
+
+    mlflow_run = tracking.log_training(
+        config, model=result.model, run_key=result.run_key, params=params, history=result.history,
+        input_versions=run.input_versions, model_path=result.model_path,
+        artifacts=[Path(result.run_dir) / META_FILE], finished=True, job_run_id=run.run_id)
+    row = Row(run_key=result.run_key, model=result.model, params=json.dumps(params, sort_keys=True, default=str),
+              history=json.dumps(result.history), input_versions={k: int(v) for k, v in run.input_versions.items()},
+              best_epoch=int(result.best_epoch),
+              best_val_loss=None if math.isnan(result.best_val_loss) else float(result.best_val_loss),
+              processes=int(result.processes), seconds=float(sum(h["seconds"] for h in result.history)),
+              model_path=str(result.model_path.resolve()), mlflow_run_id=mlflow_run, run_id=run.run_id)
+    written = delta_io.merge_upsert(spark, lake, OPS_MODEL_RUNS.name,
+                                    spark.createDataFrame([row], schema=OPS_MODEL_RUNS.schema))
+    run.wrote(OPS_MODEL_RUNS.name, written.version)
+    if mlflow_run:
+        run.metrics["mlflow_logged"] = 1.0
+        log.info("train: tracked as MLflow run %s in %s", mlflow_run, tracking.tracking_uri(config))
 
 
 def _count_popularity(spark: SparkSession, lake: Lakehouse, shape: ModelShape, run_dir: Path, run: JobRun,

@@ -90,6 +90,27 @@ def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint(spark, lake, go
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     again, _ = train(spark, lake, gold, "kfri", **settings)  # finished: nothing left to do
     assert again.history == resumed.history and again.run_dir == resumed.run_dir
+    # tracked once: one MLflow run and one ops.model_runs row for the run key, each epoch logged once
+    client, experiment = mlflow_client(gold)
+    runs = client.search_runs([experiment], filter_string=f"tags.`kfr.run_key` = '{again.run_key}'")
+    assert len(runs) == 1
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [0, 1, 2, 3]
+    rows = delta_io.read_table(spark, lake, "ops.model_runs").filter(F.col("run_key") == again.run_key).collect()
+    assert len(rows) == 1 and rows[0]["mlflow_run_id"] == runs[0].info.run_id
+
+
+def trained_inputs(spark, lake, trained) -> int:
+    (row,) = delta_io.read_table(spark, lake, "ops.model_runs").filter(F.col("run_key") == trained.run_key).collect()
+    return row["input_versions"]["gold.interactions"]
+
+
+def mlflow_client(config):
+    from mlflow.tracking import MlflowClient
+
+    from kfr_spark.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri(config))
+    return client, client.get_experiment_by_name(config.tracking.experiment).experiment_id
 
 
 def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(spark, lake, gold):
@@ -110,6 +131,15 @@ def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(
     evaluate_model(spark, lake, gold, trained.model_path, JobRun(job="evaluate", config_hash="t"), eval_id="kfri-b")
     same = paired_comparison(spark, lake, "kfri-a", "kfri-b", "ndcg", 10)
     assert same.n_users == test_users and same.t == 0.0 and same.p_value == 1.0
+
+    # the training and its evaluation are one MLflow run: parameters, epochs, input versions, artifact, metrics
+    client, experiment = mlflow_client(gold)
+    (tracked,) = client.search_runs([experiment], filter_string=f"tags.`kfr.run_key` = '{trained.run_key}'")
+    assert tracked.data.params["hyper.dim"] == "8" and tracked.data.params["train.epochs"] == "6"
+    assert tracked.data.tags["kfr.input.gold.interactions"] == str(trained_inputs(spark, lake, trained))
+    assert tracked.data.metrics["eval.ndcg_at_5"] == pytest.approx(result["ndcg@5"])
+    assert len(client.get_metric_history(tracked.info.run_id, "val_loss")) == trained.epochs_run
+    assert {a.path for a in client.list_artifacts(tracked.info.run_id)} == {"model.pt", "training.json"}
 
 
 def test_most_popular_counts_training_positives_and_ranks_by_them(spark, lake, gold):
