@@ -167,10 +167,11 @@ OPS_MODEL_RUNS = TableSpec(
         ("seconds", DoubleType(), False),
         ("model_path", StringType(), False),
         ("mlflow_run_id", StringType(), True),  # None when tracking is off or MLflow failed (the job logs why)
-        ("run_id", StringType(), False),  # the ops.job_runs run that trained it last
+        ("trained_at", TimestampType(), False),  # when this run key was first recorded
+        ("run_id", StringType(), False),  # the ops.job_runs run that recorded it
     ),
     keys=("run_key",),
-    lineage_columns=("run_id",),
+    lineage_columns=("run_id", "trained_at"),
 )
 
 SILVER_SHOTS = TableSpec(
@@ -408,6 +409,29 @@ GOLD_EVAL_METRICS = TableSpec(
     lineage_columns=("run_id",),
 )
 
+GOLD_USER_KEYFRAMES = TableSpec(
+    name="gold.user_keyframes",
+    description=(
+        "The product: for one user and one candidate video on one run date, a key frame at a rank for that user. "
+        "model says who ranked it (kfrci: frame-level history, jifr: item-level history only, most_popular: an "
+        "unknown user); model_version is its training run key. A rerun of a date replaces exactly that date."
+    ),
+    schema=_schema(
+        ("run_date", DateType(), False),
+        ("user_id", StringType(), False),
+        ("video_id", StringType(), False),
+        ("rank", IntegerType(), False),  # 1 = the user's best key frame of the video
+        ("shot_idx", IntegerType(), False),
+        ("score", DoubleType(), False),
+        ("model", StringType(), False),
+        ("model_version", StringType(), False),
+        ("run_id", StringType(), False),
+    ),
+    keys=("run_date", "user_id", "video_id", "rank"),
+    partition_by=("run_date",),
+    lineage_columns=("run_id",),
+)
+
 OPS_STAGE_REJECTS = TableSpec(
     name="ops.stage_rejects",
     description="Anything a stage after ingest could not process (a video, a key frame, a comment), with why.",
@@ -440,6 +464,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_ITEM_INTERACTIONS,
         GOLD_EVAL_USER_METRICS,
         GOLD_EVAL_METRICS,
+        GOLD_USER_KEYFRAMES,
         OPS_JOB_RUNS,
         OPS_MODEL_RUNS,
         OPS_STAGE_REJECTS,

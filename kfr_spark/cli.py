@@ -56,8 +56,10 @@ STAGES: dict[str, Stage] = {
               "user x video rows; splits by hash", "kfr_spark.dataset"),
         Stage("train", "train a model (KFRCI, JIFR, baselines) fed by Petastorm, distributed with Horovod",
               "kfr_spark.train"),
-        Stage("evaluate", "the KFRCI protocol (F1@K, NDCG@K per held-out video) on a trained model → gold.eval_metrics",
-              "kfr_spark.evaluate"),
+        Stage("evaluate", "a trained model against held-out data (KFRCI protocol; JIFR's item and cold key frame "
+              "protocols) → gold.eval_metrics", "kfr_spark.evaluate"),
+        Stage("score", "rank every user's key frames per candidate video (KFRCI / JIFR / most popular router) → "
+              "gold.user_keyframes", "kfr_spark.score"),
         Stage("tables", "list the lakehouse tables with row counts, versions and rejects by reason",
               "kfr_spark.report"),
         Stage("runs", "show the job-run ledger (ops.job_runs)", "kfr_spark.ledger"),

@@ -233,6 +233,21 @@ class TrainConfig(_Section):
     cache_dir: Path | None = Field(default=None, description="Petastorm's Parquet cache (None: <lakehouse>/_artifacts/petastorm)")
 
 
+class ScoreConfig(_Section):
+    """Batch scoring (`kfr score`): every user's key frames ranked per candidate video → gold.user_keyframes."""
+
+    frame_model: str = Field(default="kfrci", description="serves users with frame-level history")
+    item_model: str = Field(default="jifr", description="serves users with item-level history only")
+    candidates: Literal["all", "table", "item_top_n"] = Field(
+        default="all", description="all: every known user x every video (or video_ids); table: candidate_path; "
+        "item_top_n: each user's top_n videos by the item model")
+    candidate_path: Path | None = Field(default=None, description="Delta or Parquet folder with user_id, video_id")
+    video_ids: tuple[str, ...] = Field(default=(), description="candidates = all: only these videos (empty: every one)")
+    top_n: int = Field(default=20, ge=1, description="candidates = item_top_n: videos per user")
+    keep_ranks: int = Field(default=10, ge=0, description="key frames kept per user x video (0: all)")
+    batch_pairs: int = Field(default=262_144, ge=1024, description="user x frame scores per vectorised model call")
+
+
 class TrackingConfig(_Section):
     """Experiment tracking: every training run and its evaluations in an MLflow store (and always in ops.model_runs)."""
 
@@ -262,6 +277,7 @@ class KfrConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    score: ScoreConfig = ScoreConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""

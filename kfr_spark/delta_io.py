@@ -1,8 +1,9 @@
 """Writing to Delta tables so that a rerun changes nothing.
 
-Three write shapes cover every job: an insert-only MERGE on the natural key (append-style facts such as comments:
+Four write shapes cover every job: an insert-only MERGE on the natural key (append-style facts such as comments:
 a row already there is left alone), an upsert MERGE (derived rows that a rerun recomputes) and a synchronising
-MERGE (tables recomputed whole). Into an empty table each is a plain append, which writes the same rows without
+MERGE (tables recomputed whole) — and, for outputs published per run date, a partition overwrite that replaces
+exactly one partition in one commit (`replace_partition`). Into an empty table each is a plain append, which writes the same rows without
 MERGE's join of source and target. All report the numbers Delta itself recorded for the commit, which go into
 the job-run ledger.
 """
@@ -149,4 +150,30 @@ def _merge(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame, *, up
     if delete_missing:
         merge = merge.whenNotMatchedBySourceDelete()
     merge.execute()
+    return _last_commit(delta, name, before)
+
+
+def replace_partition(spark: SparkSession, lake: Lakehouse, name: str, df: DataFrame, values: dict[str, object]
+                      ) -> WriteResult:
+    """Replace exactly the partition `values` (e.g. {"run_date": date(2026, 12, 1)}) with `df`, atomically: a
+    reader sees the old partition or the new one, and every other partition is untouched. `df` must hold only rows
+    of that partition (Delta checks it and refuses the write otherwise)."""
+    import datetime
+
+    table = spec(name)
+    if set(values) != set(table.partition_by):
+        raise ValueError(f"{name} is partitioned by {table.partition_by}, not {tuple(values)}")
+
+    def literal(v: object) -> str:
+        if isinstance(v, (datetime.date, datetime.datetime)):
+            return f"'{v.isoformat()}'"
+        if isinstance(v, str):
+            return "'" + v.replace("'", "''") + "'"
+        return str(v)
+
+    delta = ensure_table(spark, lake, name)
+    before = int(delta.history(1).collect()[0]["version"])
+    where = " AND ".join(f"`{k}` = {literal(v)}" for k, v in values.items())
+    (_conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", where)
+     .save(lake.path(name)))
     return _last_commit(delta, name, before)

@@ -19,6 +19,7 @@ The model artifact is `<model_dir>/<model>/<run key>/model.pt` (tensors and plai
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -475,7 +476,8 @@ def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, re
               best_epoch=int(result.best_epoch),
               best_val_loss=None if math.isnan(result.best_val_loss) else float(result.best_val_loss),
               processes=int(result.processes), seconds=float(sum(h["seconds"] for h in result.history)),
-              model_path=str(result.model_path.resolve()), mlflow_run_id=mlflow_run, run_id=run.run_id)
+              model_path=str(result.model_path.resolve()), mlflow_run_id=mlflow_run,
+              trained_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None), run_id=run.run_id)
     written = delta_io.merge_upsert(spark, lake, OPS_MODEL_RUNS.name,
                                     spark.createDataFrame([row], schema=OPS_MODEL_RUNS.schema))
     run.wrote(OPS_MODEL_RUNS.name, written.version)
