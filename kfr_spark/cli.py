@@ -60,6 +60,8 @@ STAGES: dict[str, Stage] = {
               "protocols) → gold.eval_metrics", "kfr_spark.evaluate"),
         Stage("score", "rank every user's key frames per candidate video (KFRCI / JIFR / most popular router) → "
               "gold.user_keyframes", "kfr_spark.score"),
+        Stage("export", "one run date of gold.user_keyframes → content-addressed poster JPEGs and a manifest for "
+              "the CDN (atomic)", "kfr_spark.export"),
         Stage("tables", "list the lakehouse tables with row counts, versions and rejects by reason",
               "kfr_spark.report"),
         Stage("runs", "show the job-run ledger (ops.job_runs)", "kfr_spark.ledger"),

@@ -248,6 +248,24 @@ class ScoreConfig(_Section):
     batch_pairs: int = Field(default=262_144, ge=1024, description="user x frame scores per vectorised model call")
 
 
+class ExportConfig(_Section):
+    """CDN export (`kfr export`): poster JPEGs under content-addressed names and a manifest per run date."""
+
+    out_dir: Path = Path("data/export")
+    widths: tuple[int, ...] = Field(default=(320, 160), min_length=1, description="JPEG widths written per key frame")
+    jpeg_quality: int = Field(default=85, ge=10, le=100)
+    max_rank: int = Field(default=0, ge=0, description="export ranks 1..max_rank of each user x video (0: all scored)")
+    salt: str | None = Field(default=None, min_length=8, description="pseudonymises user ids (prefer salt_env)")
+    salt_env: str | None = Field(default=None, description="environment variable that holds the salt")
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if any(w < 16 or w > 4096 for w in widths) or len(set(widths)) != len(widths):
+            raise ValueError("widths must be distinct, each 16..4096")
+        return widths
+
+
 class TrackingConfig(_Section):
     """Experiment tracking: every training run and its evaluations in an MLflow store (and always in ops.model_runs)."""
 
@@ -278,6 +296,7 @@ class KfrConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
     score: ScoreConfig = ScoreConfig()
+    export: ExportConfig = ExportConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""
@@ -345,6 +364,9 @@ _PATH_KEYS = {
     ("features", "weights_path"),
     ("train", "model_dir"),
     ("train", "cache_dir"),
+    ("score", "candidate_path"),
+    ("export", "out_dir"),
+    ("gallery", "out_dir"),
 }
 
 
