@@ -149,6 +149,22 @@ OPS_JOB_RUNS = TableSpec(
     keys=("run_id",),
 )
 
+OPS_INGESTED_FILES = TableSpec(
+    name="ops.ingested_files",
+    description=(
+        "One comment file ingest has read, as it was then (length, modification time): `kfr ingest --only-new` "
+        "(the nightly) reads only files that are not here or have changed since."
+    ),
+    schema=_schema(
+        ("path", StringType(), False),
+        ("length", LongType(), False),
+        ("modification_time", TimestampType(), False),
+        ("ingest_run_id", StringType(), False),
+    ),
+    keys=("path",),
+    lineage_columns=("ingest_run_id",),
+)
+
 OPS_MODEL_RUNS = TableSpec(
     name="ops.model_runs",
     description=(
@@ -466,6 +482,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_EVAL_METRICS,
         GOLD_USER_KEYFRAMES,
         OPS_JOB_RUNS,
+        OPS_INGESTED_FILES,
         OPS_MODEL_RUNS,
         OPS_STAGE_REJECTS,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
 
@@ -29,7 +29,7 @@ from pyspark.sql.types import (
 )
 
 from kfr_spark import delta_io
-from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, Lakehouse
+from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, OPS_INGESTED_FILES, Lakehouse
 from kfr_spark.config import ConfigError, IngestConfig, KfrConfig
 from kfr_spark.ledger import JobRun
 from kfr_spark.session import session_conf
@@ -192,6 +192,7 @@ class Listing:
     files: int
     total_bytes: int
     unreadable: list[tuple[str, str, str]]  # (path, reason, detail): empty and oversized files only
+    unreadable_files: list[tuple[str, int, int]] = field(default_factory=list)  # (path, length, mtime ms) of those
 
 
 def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Listing:
@@ -201,6 +202,7 @@ def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Li
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     files = total = 0
     unreadable: list[tuple[str, str, str]] = []
+    unreadable_files: list[tuple[str, int, int]] = []
     for path in paths:
         jpath = jvm.org.apache.hadoop.fs.Path(path)
         fs = jpath.getFileSystem(hadoop_conf)
@@ -220,11 +222,63 @@ def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Li
             elif length > max_file_bytes:
                 unreadable.append((status.getPath().toString(), "oversized_file",
                                    f"file of {length} bytes exceeds {max_file_bytes}"))
-    return Listing(files, total, unreadable)
+            else:
+                continue
+            unreadable_files.append((status.getPath().toString(), int(length), int(status.getModificationTime())))
+    return Listing(files, total, unreadable, unreadable_files)
 
 
-def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun) -> IngestSummary:
-    listing = list_files(spark, paths, cfg.max_file_bytes)
+def file_metadata(spark: SparkSession, paths: list[str], listing: Listing) -> DataFrame:
+    """(path, length, modification_time) of every file under `paths`: file metadata only (binaryFile without its
+    content column), plus the empty and oversized files, which Spark's scans skip but ingest rejects."""
+    listed = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(paths)
+              .select("path", "length", F.col("modificationTime").alias("modification_time")))
+    if listing.unreadable_files:
+        skipped = spark.createDataFrame(listing.unreadable_files, "path string, length long, mtime_ms long").select(
+            "path", "length", F.timestamp_millis("mtime_ms").alias("modification_time"))
+        listed = listed.unionByName(skipped).dropDuplicates(["path"])
+    return listed
+
+
+def new_files(spark: SparkSession, lake: Lakehouse, paths: list[str], max_file_bytes: int
+              ) -> tuple[DataFrame, list[str]]:
+    """The files under `paths` that ops.ingested_files does not hold as they are now (new, or changed length or
+    modification time): their metadata rows, and their paths. The paths of one night's new files come to the
+    driver, never those of the files already ingested."""
+    listed = file_metadata(spark, paths, list_files(spark, paths, max_file_bytes))
+    if delta_io.table_exists(spark, lake, OPS_INGESTED_FILES.name):
+        done = delta_io.read_table(spark, lake, OPS_INGESTED_FILES.name).select("path", "length", "modification_time")
+        listed = listed.join(done, ["path", "length", "modification_time"], "left_anti")
+    listed = listed.persist()
+    return listed, [r["path"] for r in listed.select("path").toLocalIterator()]
+
+
+def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun,
+                 only_new: bool = False) -> IngestSummary:
+    """Parse every comment file under `paths` into bronze (or, `only_new`, the files not ingested as they are
+    now); every file read is recorded in ops.ingested_files."""
+    if only_new:
+        files, fresh = new_files(spark, lake, paths, cfg.max_file_bytes)
+        log.info("ingest: %d new or changed files under %s", len(fresh), ", ".join(paths))
+        if not fresh:
+            files.unpersist()
+            run.metrics.update({"input_files": 0, "input_bytes": 0})
+            return IngestSummary(files=0, records=0, comments_inserted=0, rejects_inserted=0, rejects_by_reason={})
+        summary = _ingest(spark, lake, cfg, fresh, run)
+    else:
+        listing = list_files(spark, paths, cfg.max_file_bytes)
+        summary = _ingest(spark, lake, cfg, paths, run, listing)
+        files = file_metadata(spark, paths, listing)
+    written = delta_io.merge_upsert(spark, lake, OPS_INGESTED_FILES.name,
+                                    files.withColumn("ingest_run_id", F.lit(run.run_id)))
+    run.wrote(OPS_INGESTED_FILES.name, written.version)
+    files.unpersist()
+    return summary
+
+
+def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun,
+            listing: Listing | None = None) -> IngestSummary:
+    listing = listing or list_files(spark, paths, cfg.max_file_bytes)
     n_files, total_bytes = listing.files, listing.total_bytes
     log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, ", ".join(paths))
     run.metrics["input_files"] = n_files
@@ -291,6 +345,8 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
 
 def add_arguments(parser) -> None:
     parser.add_argument("paths", nargs="*", help="files or folders of comment files (default: ingest.input_paths)")
+    parser.add_argument("--only-new", action="store_true",
+                        help="read only files not ingested before as they are now (ops.ingested_files)")
 
 
 def run_job(args, config: KfrConfig) -> int:
@@ -306,7 +362,7 @@ def run_job(args, config: KfrConfig) -> int:
     spark = build_session(config, "kfr-ingest")
     lake = Lakehouse(config.lakehouse.root)
     with record_job_run(spark, lake, "ingest", config, {"paths": paths}) as run:
-        summary = ingest_files(spark, lake, config.ingest, paths, run)
+        summary = ingest_files(spark, lake, config.ingest, paths, run, only_new=args.only_new)
     reasons = ", ".join(f"{reason}={n}" for reason, n in summary.rejects_by_reason.items()) or "none"
     print(
         f"ingest: {summary.files} files, {summary.records:,} records → {summary.comments_inserted:,} new comments "

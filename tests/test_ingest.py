@@ -152,3 +152,33 @@ def test_oversized_files_are_rejected_without_reading_them(spark, lake, base_con
     run = JobRun(job="ingest", config_hash="test")
     summary = ingest_files(spark, lake, small_limit, [str(tmp_path / "inbox")], run)
     assert summary.rejects_by_reason == {"oversized_file": 1} and summary.comments_inserted == 0
+
+
+def test_only_new_reads_the_files_not_ingested_as_they_are_now(spark, lake, base_config, tmp_path):
+    import os
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.xml").write_text('<i><chatid>5</chatid><d p="1.0,1,25,0,1,0,ab,1">一</d></i>')
+    (inbox / "empty.xml").write_bytes(b"")
+
+    def nightly_ingest():
+        run = JobRun(job="ingest", config_hash="test")
+        return ingest_files(spark, lake, base_config.ingest, [str(inbox)], run, only_new=True), run
+
+    first, _ = nightly_ingest()
+    assert first.files == 2 and first.comments_inserted == 1 and first.rejects_by_reason == {"empty_file": 1}
+    again, run = nightly_ingest()  # nothing new: not one file is read
+    assert again.files == 0 and again.records == 0 and run.metrics["input_files"] == 0
+    (inbox / "b.xml").write_text('<i><chatid>5</chatid><d p="2.0,1,25,0,1,0,ab,2">二</d></i>')
+    third, _ = nightly_ingest()
+    assert third.files == 1 and third.comments_inserted == 1
+    # a file rewritten in place (new length and time) is read again; its known comments are not duplicated
+    (inbox / "a.xml").write_text('<i><chatid>5</chatid><d p="1.0,1,25,0,1,0,ab,1">一</d>'
+                                 '<d p="3.0,1,25,0,1,0,ab,3">三</d></i>')
+    os.utime(inbox / "a.xml", (1e9 + 7, 1e9 + 7))
+    fourth, _ = nightly_ingest()
+    assert fourth.files == 1 and fourth.comments_inserted == 1 and fourth.records == 2
+    assert delta_io.read_table(spark, lake, "bronze.tsc").count() == 3
+    recorded = {Path(r["path"]).name for r in delta_io.read_table(spark, lake, "ops.ingested_files").collect()}
+    assert recorded == {"a.xml", "b.xml", "empty.xml"}
