@@ -165,6 +165,28 @@ OPS_INGESTED_FILES = TableSpec(
     lineage_columns=("ingest_run_id",),
 )
 
+OPS_NIGHTLY_STEPS = TableSpec(
+    name="ops.nightly_steps",
+    description=(
+        "One step of one nightly: ran, skipped (and why) or failed, with the fingerprint of its inputs; a step whose "
+        "fingerprint equals its last success's is skipped by the next nightly."
+    ),
+    schema=_schema(
+        ("nightly_id", StringType(), False),
+        ("step", StringType(), False),
+        ("run_date", DateType(), False),
+        ("status", StringType(), False),  # succeeded | skipped | failed
+        ("fingerprint", StringType(), False),
+        ("started_at", TimestampType(), False),
+        ("finished_at", TimestampType(), False),
+        ("seconds", DoubleType(), False),
+        ("rows_in", LongType(), False),
+        ("rows_out", LongType(), False),
+        ("detail", StringType(), True),
+    ),
+    keys=("nightly_id", "step"),
+)
+
 OPS_MODEL_RUNS = TableSpec(
     name="ops.model_runs",
     description=(
@@ -484,6 +506,7 @@ TABLES: dict[str, TableSpec] = {
         OPS_JOB_RUNS,
         OPS_INGESTED_FILES,
         OPS_MODEL_RUNS,
+        OPS_NIGHTLY_STEPS,
         OPS_STAGE_REJECTS,
     )
 }

@@ -62,6 +62,10 @@ STAGES: dict[str, Stage] = {
               "gold.user_keyframes", "kfr_spark.score"),
         Stage("export", "one run date of gold.user_keyframes → content-addressed poster JPEGs and a manifest for "
               "the CDN (atomic)", "kfr_spark.export"),
+        Stage("gallery", "a static HTML gallery: sample users' key frames beside the non-personalised choice, their "
+              "words, evaluation plots", "kfr_spark.gallery"),
+        Stage("nightly", "every stage in order, incrementally: skips what did not change, resumes after a failure, "
+              "retrains on schedule", "kfr_spark.nightly"),
         Stage("tables", "list the lakehouse tables with row counts, versions and rejects by reason",
               "kfr_spark.report"),
         Stage("runs", "show the job-run ledger (ops.job_runs)", "kfr_spark.ledger"),

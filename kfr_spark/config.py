@@ -266,6 +266,27 @@ class ExportConfig(_Section):
         return widths
 
 
+class GalleryConfig(_Section):
+    """The static HTML gallery (`kfr gallery`)."""
+
+    out_dir: Path = Path("data/gallery")
+    users: int = Field(default=6, ge=1, description="sample users shown")
+    videos_per_user: int = Field(default=3, ge=1)
+    frames: int = Field(default=3, ge=1, description="top key frames shown per user x video")
+    words: int = Field(default=8, ge=0, description="characteristic comment words per user")
+    thumb_width: int = Field(default=240, ge=32, le=1024)
+
+
+class NightlyConfig(_Section):
+    """The nightly (`kfr nightly`): which models it keeps trained, how often, and where video catalogs land."""
+
+    models: tuple[str, ...] = Field(default=("kfrci", "jifr"), description="trained, evaluated and served")
+    retrain_every_days: float = Field(default=7.0, ge=0, description="0: retrain whenever the training data changed")
+    video_catalogs: tuple[str, ...] = Field(default=(), description="catalog CSV files or folders (kfr videos)")
+    video_id_column: str = "video_id"
+    gallery: bool = Field(default=True, description="rebuild the HTML gallery at the end")
+
+
 class TrackingConfig(_Section):
     """Experiment tracking: every training run and its evaluations in an MLflow store (and always in ops.model_runs)."""
 
@@ -297,6 +318,8 @@ class KfrConfig(_Section):
     tracking: TrackingConfig = TrackingConfig()
     score: ScoreConfig = ScoreConfig()
     export: ExportConfig = ExportConfig()
+    nightly: NightlyConfig = NightlyConfig()
+    gallery: GalleryConfig = GalleryConfig()
 
     def fingerprint(self) -> str:
         """A short stable hash of the whole config, recorded with every job run."""
@@ -375,12 +398,13 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and not Path(value).is_absolute():
             raw[section][key] = str((base / value).resolve())
-    ingest = raw.get("ingest")
-    if isinstance(ingest, dict) and isinstance(ingest.get("input_paths"), list):
-        ingest["input_paths"] = [
-            p if not isinstance(p, str) or "://" in p or Path(p).is_absolute() else str((base / p).resolve())
-            for p in ingest["input_paths"]
-        ]
+    for section, key in (("ingest", "input_paths"), ("nightly", "video_catalogs")):
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), list):
+            node[key] = [
+                p if not isinstance(p, str) or "://" in p or Path(p).is_absolute() else str((base / p).resolve())
+                for p in node[key]
+            ]
 
 
 def _describe(error: ValidationError, path: Path) -> str:

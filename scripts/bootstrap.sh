@@ -21,6 +21,22 @@ fingerprint() {
       kfr_spark/jars.py | sha256sum | cut -c1-16
 }
 
+# 0. Debian's Chromium for the gallery's browser test (Playwright drives it; no browser is ever downloaded
+#    by a test tool). Checked on every run: it lives outside the venv.
+if [[ -n ${KFR_CHROMIUM:-} ]]; then
+  :  # a browser of the user's choosing
+elif ! command -v chromium >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium (the gallery's browser test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+           --no-install-recommends chromium fonts-wqy-microhei >/dev/null; } \
+      || log "could not install chromium: the gallery browser test will fail until it is installed (or KFR_CHROMIUM is set)"
+  else
+    log "chromium not found: install it (apt-get install chromium) or set KFR_CHROMIUM for the gallery browser test"
+  fi
+fi
+
 want=$(fingerprint)
 if [[ -f $stamp && $(cat "$stamp") == "$want" && -x $venv/bin/kfr ]]; then
   log "environment up to date ($venv, cache $cache)"
