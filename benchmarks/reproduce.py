@@ -38,11 +38,12 @@ def dataset(args) -> tuple[Path, Path]:
     """(synthetic data folder, lakehouse) for this size, built through the pipeline once."""
     from kfr_spark.synth import SynthConfig, generate
 
-    name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}"
+    name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + (
+        f"-t{args.video_taste:g}" if args.video_taste != 1.0 else "")
     root = common.OUT / name
     synth, lake = root / "synth", root / "lakehouse"
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
-                         duration_s=(90.0, 180.0), fps=10, with_video=True)
+                         duration_s=(90.0, 180.0), fps=10, with_video=True, video_taste_strength=args.video_taste)
     stages = [
         ("synth", lambda: generate(config, synth, workers=None)),
         ("ingest", ["ingest", "--set", f"ingest.input_paths=[{synth / 'danmaku'}]"]),
@@ -173,6 +174,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=2017)
     parser.add_argument("--min-user-comments", type=int, default=40)
+    parser.add_argument("--video-taste", type=float, default=1.0,
+                        help="how strongly users pick videos by taste (the generator's video_taste_strength): at 1 a "
+                             "video's audience shares its taste, which makes the most popular frame a strong answer")
     parser.add_argument("--models", default=",".join(FRAME_MODELS + ITEM_MODELS))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1024)

@@ -96,6 +96,8 @@ _WORKER_CACHE: dict[str, object] = {}
 
 
 def _loaded(model_path: str, features_path: str | None):
+    """(model, scorer) once per Python worker: the scorer has the user-independent part precomputed per frame
+    (`KeyFrameRecommender.frame_scorer`: KFRCI's q*_k, JIFR's P c_k)."""
     key = f"{model_path}|{features_path}"
     if key not in _WORKER_CACHE:
         import torch
@@ -105,16 +107,8 @@ def _loaded(model_path: str, features_path: str | None):
         torch.set_num_threads(1)  # Spark runs one task per core already
         model = KeyFrameRecommender.load(model_path)
         features = np.load(features_path, mmap_mode="r") if features_path else None
-        _WORKER_CACHE[key] = (model, features)
+        _WORKER_CACHE[key] = (model, model.frame_scorer(features))
     return _WORKER_CACHE[key]
-
-
-def frame_scores(model, features, users: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """Scores of (users[i], frames[i]) pairs: the frame-level model's score, or JIFR's l̂_ak = w_a · P c_k."""
-    if model.level == "item":
-        return model.score_frames(users, model.frame_features[frames]).numpy()
-    feats = np.asarray(features[frames]) if model.uses_images else None
-    return model.score(users, frames, feats).numpy()
 
 
 def rank_pairs(pdf: pd.DataFrame, score_fn, keep: int, chunk: int) -> pd.DataFrame:
@@ -147,9 +141,9 @@ def _ranker(model: ServingModel, cfg: ScoreConfig):
     path, feats, keep, chunk = model.model_path, model.features_path, cfg.keep_ranks, cfg.batch_pairs
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        loaded, features = _loaded(path, feats)
+        _, scorer = _loaded(path, feats)
         for pdf in batches:
-            yield rank_pairs(pdf, lambda u, f: frame_scores(loaded, features, u, f), keep, chunk)
+            yield rank_pairs(pdf, scorer, keep, chunk)
 
     return run
 

@@ -453,6 +453,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     run.rows_in = train_data.rows + val_data.rows
     run.rows_out = result.epochs_run
     run.metrics.update({"train_rows": train_data.rows, "val_rows": val_data.rows, "epochs": result.epochs_run,
+                        "resumed_from_epoch": result.resumed_from_epoch,
                         "best_val_loss": result.best_val_loss, "seconds": seconds, "processes": result.processes,
                         "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
     train_data.close(), val_data.close()

@@ -544,3 +544,18 @@ def test_pointwise_and_pairwise_examples():
     pairs = pairwise_examples([0, 1], [2, 3], 10, 10, rng)
     assert pairs["neg"].shape == (2, 10) and pairwise_examples([0], [2], 10, 1, rng)["neg"].shape == (1,)
     assert pad_sequences([[3, 4, 5], [], [6]], max_len=2).tolist() == [[3, 4], [0, 0], [6, 0]]
+
+
+@pytest.mark.parametrize("name", ["kfri", "kfrc", "kfrci", "vbpr", "pmf", "jifr"])
+def test_the_batch_frame_scorer_gives_the_models_own_scores(name):
+    """Batch scoring precomputes the item side once per frame; the scores must not change."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(12, 6)).astype(np.float32)
+    model = build_model(name, n_users=5, n_items=4 if name == "jifr" else 12, feature_dim=6, vocab_size=9, dim=4)
+    users, frames = rng.integers(0, 5, 40), rng.integers(0, 12, 40)
+    if name == "jifr":
+        model.set_item_frames(feats, frame_index=np.arange(12).reshape(4, 3))
+        expected = model.score_frames(users, feats[frames]).numpy()
+    else:
+        expected = model.score(users, frames, feats[frames] if model.uses_images else None).numpy()
+    assert np.allclose(model.frame_scorer(feats)(users, frames), expected, atol=1e-5)

@@ -129,6 +129,17 @@ class KeyFrameRecommender(nn.Module):
             out = self._score(user_idx.reshape(-1), item_idx.reshape(-1), features)
         return out.reshape(shape)
 
+    def frame_scorer(self, features: Any | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """A function (users (N,), frames (N,)) → scores (N,) for batch scoring of many pairs, where `features` is
+        the (n_frames, F) key frame matrix (row = frame index; a memory map is fine). Models override it to compute
+        what does not depend on the user once per frame instead of once per pair (the item tower)."""
+
+        def score(users: np.ndarray, frames: np.ndarray) -> np.ndarray:
+            feats = np.asarray(features[frames]) if self.uses_images and features is not None else None
+            return self.score(users, frames, feats).numpy()
+
+        return score
+
     item_tables: ClassVar[tuple[str, ...]] = ()  # per-item embedding tables (attribute names), for fill_unseen_items
 
     def fill_unseen_items(self, seen: Any) -> int:

@@ -184,6 +184,20 @@ class JIFR(KeyFrameRecommender):
             return (w * self.P(feats)).sum(-1)
 
 
+    def frame_scorer(self, features: Any | None = None):
+        """l̂_ak = w_a · (P c_k) with P c_k computed once for every frame the model holds; `features` is not needed
+        (the frames travel inside the model) and is ignored."""
+        with torch.no_grad():
+            projected = self.P(self.frame_features)
+
+        def score(users, frames):
+            with torch.no_grad():
+                w = self.Wv(torch.as_tensor(users, dtype=torch.long, device=projected.device))
+                return (w * projected[torch.as_tensor(frames, dtype=torch.long)]).sum(-1).cpu().numpy()
+
+        return score
+
+
 class JIFR_NA(JIFR):  # noqa: N801 (the paper's name)
     name = "jifr_na"
 
