@@ -94,6 +94,9 @@ def report(lake: Path, models: list[str], timings: dict, figure: Path) -> None:
     lh = Lakehouse(lake)
     metrics = delta_io.read_table(spark, lh, "gold.eval_metrics").filter(F.col("eval_id").startswith("bench-"))
     table = {(r["model"], r["metric"], r["k"]): r for r in metrics.collect()}  # a few rows per model
+    evaluated = {m for m, _, _ in table}
+    models = [m for m in FRAME_MODELS + ITEM_MODELS if m in evaluated]  # this run's and earlier runs' models
+    timings = {m: timings.get(m, {"train_s": float("nan")}) for m in models}
     frame_models = [m for m in FRAME_MODELS if m in models]
     print("\nKFRCI protocol: mean over users [95% interval]")
     print(f"| model | {' | '.join(f'{m}@{k}' for m in ('f1', 'ndcg') for k in (5, 10, 20))} | users | train s |")

@@ -45,9 +45,11 @@ class Collective:
         return self._hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
 
     def broadcast(self, model, optimizer) -> None:
-        """Start every process from rank 0's parameters and optimizer state (a fresh or a resumed model)."""
+        """Start every process from rank 0's parameters and optimizer state (a fresh or a resumed model). Only the
+        learned parameters travel: buffers (JIFR's item frames) are built from the same files on every rank, and
+        Horovod cannot broadcast boolean tensors (item_mask)."""
         if self._hvd is not None:
-            self._hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+            self._hvd.broadcast_parameters(list(model.named_parameters()), root_rank=0)
             self._hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
     def mean(self, value: float, name: str) -> float:

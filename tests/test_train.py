@@ -165,12 +165,15 @@ def item_gold(spark, lake, config_for):
     return config_for(lake).model_copy(update={"dataset": cfg})
 
 
-@pytest.mark.parametrize("name", ["jifr", "jifr_na"])
-def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, lake, item_gold, name):
+@pytest.mark.parametrize(("name", "procs"), [("jifr", 2), ("jifr_na", 1)])
+def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, lake, item_gold, name, procs):
     from kfr_spark.evaluate import evaluate_model
 
-    result, run = train(spark, lake, item_gold, name, num_proc=1, epochs=15, batch_size=32, lr=0.03, patience=15,
-                        item_negatives=4, hyper={name: {"dim": 8}})
+    if procs > 1 and not horovod_available():
+        pytest.skip("horovod is not installed")
+    result, run = train(spark, lake, item_gold, name, num_proc=procs, epochs=15, batch_size=32 // procs, lr=0.03,
+                        patience=15, item_negatives=4, hyper={name: {"dim": 8}})
+    assert result.processes == procs
     model = KeyFrameRecommender.load(result.model_path)
     assert model.level == "item" and model.n_items == planted_lake.N_VIDEOS and result.train_rows > 0
     assert "gold.item_interactions" in run.input_versions and "gold.interactions" not in run.input_versions
