@@ -8,7 +8,6 @@ opencv-python it pulls in), not the project's environment.
 """
 
 import json
-import os
 import sys
 import time
 

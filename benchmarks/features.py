@@ -370,7 +370,7 @@ def main() -> int:
         results.append((layout, device, job_rate, infer_rate, peak))
         shutil.rmtree(lakehouse, ignore_errors=True)
 
-    print(f"\nlayout  device               job kf/s  infer kf/s  loop kf/s  job/loop  infer/loop  workers RSS  JVM RSS")
+    print("\nlayout  device               job kf/s  infer kf/s  loop kf/s  job/loop  infer/loop  workers RSS  JVM RSS")
     for layout, device, job_rate, infer_rate, peak in results:
         print(f"{layout:<7} {device:<20} {job_rate:>9,.1f}  {infer_rate:>10,.1f}  {plain['rate']:>9,.1f}  "
               f"{job_rate / plain['rate']:>7.2f}x  {infer_rate / plain['rate']:>9.2f}x  {mib(peak.workers_rss):>11}  "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 import importlib
 from dataclasses import dataclass
 from pathlib import Path

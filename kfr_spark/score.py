@@ -267,7 +267,7 @@ def score_users(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_dat
     pairs = candidate_pairs(spark, lake, cfg, item_model).persist()
     try:
         remaining = pairs
-        parts, counts = [], {}
+        parts = []
         for model, frame_level in ((frame_model, True), (item_model, False)):
             users = _users(spark, lake, model, frame_level)
             if users is None:
