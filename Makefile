@@ -18,7 +18,7 @@ demo: setup  ## generate a dataset and run the pipeline end to end on embedded l
 	@bash scripts/demo.sh
 
 test: setup  ## run the test suite (real Spark, Delta, fixtures); no slow benchmarks
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=12
 
 test-all: setup  ## the test suite including slow tests
 	$(PY) -m pytest -q

@@ -57,8 +57,8 @@ def build(spark, lake, seed: int = 3, item_taste: bool = False) -> dict:
 
     for u in range(N_USERS):
         user, likes = f"u{u:02d}", u % 2
-        pool = [v for v in range(N_VIDEOS) if v % 2 == likes] if item_taste else range(N_VIDEOS)
-        for v in rng.choice(pool, size=5, replace=False):
+        pool = [v for v in range(N_VIDEOS) if v % 2 == likes] if item_taste else N_VIDEOS  # an int: the same
+        for v in rng.choice(pool, size=5, replace=False):  # draws as before item_taste existed
             for k in range(N_SHOTS):
                 if concept(v, k, item_taste) == likes and rng.random() < 0.8:
                     comment(user, int(v), k, True)

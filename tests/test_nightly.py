@@ -25,7 +25,7 @@ DAY = datetime.date(2026, 12, 1)
 def world(spark, base_config, tmp_path_factory):
     """Six rendered videos with their danmaku: all but one comment file in the inbox, that one held back."""
     root = tmp_path_factory.mktemp("nightly")
-    data = generate(SynthConfig(seed=5, n_videos=6, n_users=80, n_comments=4000, duration_s=(16.0, 24.0),
+    data = generate(SynthConfig(seed=5, n_videos=5, n_users=60, n_comments=2500, duration_s=(14.0, 20.0),
                                 with_video=True), root / "synth")
     inbox, held = root / "inbox", root / "held"
     inbox.mkdir()
@@ -40,7 +40,7 @@ def world(spark, base_config, tmp_path_factory):
         "lakehouse": c.lakehouse.model_copy(update={"root": lake.root}),
         "ingest": c.ingest.model_copy(update={"input_paths": (str(inbox),)}),
         "dataset": c.dataset.model_copy(update={"min_user_comments": 5, "cold_user_fraction": 0.2}),
-        "train": c.train.model_copy(update={"num_proc": 1, "epochs": 2, "batch_size": 128, "patience": 2,
+        "train": c.train.model_copy(update={"num_proc": 1, "epochs": 2, "batch_size": 256, "patience": 2,
                                             "hyper": {"kfrci": {"dim": 8}, "jifr": {"dim": 8}}}),
         "tracking": c.tracking.model_copy(update={"enabled": False}),
         "export": c.export.model_copy(update={"out_dir": root / "export", "salt": "nightly-test-salt"}),

@@ -38,8 +38,9 @@ def served(spark, base_config, tmp_path_factory):
         "tracking": base_config.tracking.model_copy(update={"enabled": False}),
         "score": base_config.score.model_copy(update={"frame_model": "kfri", "keep_ranks": 3}),
     })
-    train_cfg = config.train.model_copy(update={"num_proc": 1, "epochs": 8, "batch_size": 32, "lr": 0.03,
-                                                "patience": 8, "item_negatives": 4,
+    # routing and ranking are under test, not what the models learned: two epochs are enough
+    train_cfg = config.train.model_copy(update={"num_proc": 1, "epochs": 2, "batch_size": 64, "lr": 0.03,
+                                                "patience": 2, "item_negatives": 4,
                                                 "hyper": {"kfri": {"dim": 8}, "jifr": {"dim": 8}}})
     config = config.model_copy(update={"train": train_cfg})
     models = {name: train_model(spark, lake, config, name, JobRun(job="train", config_hash="t"))
