@@ -259,7 +259,7 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
     now); every file read is recorded in ops.ingested_files."""
     if only_new:
         files, fresh = new_files(spark, lake, paths, cfg.max_file_bytes)
-        log.info("ingest: %d new or changed files under %s", len(fresh), ", ".join(paths))
+        log.info("ingest: %d new or changed files under %s", len(fresh), ", ".join(paths[:3]))
         if not fresh:
             files.unpersist()
             run.metrics.update({"input_files": 0, "input_bytes": 0})
@@ -280,7 +280,8 @@ def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list
             listing: Listing | None = None) -> IngestSummary:
     listing = listing or list_files(spark, paths, cfg.max_file_bytes)
     n_files, total_bytes = listing.files, listing.total_bytes
-    log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, ", ".join(paths))
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, shown)
     run.metrics["input_files"] = n_files
     run.metrics["input_bytes"] = total_bytes
 
