@@ -67,7 +67,9 @@ def test_a_model_learns_the_planted_taste_in_one_process(spark, lake, gold, name
 
 @pytest.mark.skipif(not horovod_available(), reason="horovod is not installed")
 def test_horovod_on_two_processes_matches_one_process(spark, lake, gold):
-    settings = dict(epochs=20, batch_size=64, lr=0.03, patience=20, hyper={"kfri": {"dim": 8}})
+    # lr 0.01 puts the best validation epoch near epoch 8 (measured); at 0.03 it came at epoch 1 or 2, so which of
+    # two close epochs won decided the held-out AUC, and on CI's machine it fell to 0.799.
+    settings = dict(epochs=20, batch_size=64, lr=0.01, patience=5, hyper={"kfri": {"dim": 8}})
     solo, _ = train(spark, lake, gold, "kfri", num_proc=1, **settings)
     # two processes of half the batch each take the same steps over the same rows
     duo, _ = train(spark, lake, gold, "kfri", num_proc=2, **{**settings, "batch_size": 32})
