@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         return stage.load().run_job(args, config)
     except ConfigError as error:
-        print(f"kfr {stage.name}: {error}", file=sys.stderr)
+        # one line whatever the message holds (a YAML excerpt, a value with a newline in it)
+        print(f"kfr {stage.name}: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kfr {stage.name}: interrupted", file=sys.stderr)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import reprlib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "conf" / "local.yaml"
 ENV_PREFIX = "KFR__"
+# A real config holds a few hundred values; YAML aliases can make a small file expand to billions (an alias
+# bomb) or to a cycle, which validation, hashing or an error message would then walk forever.
+MAX_VALUES = 10_000
 
 
 class ConfigError(ValueError):
@@ -340,9 +345,16 @@ def load_config(
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    _check_values(raw, path)  # before anything walks the values; again below, after the overrides
     _resolve_paths(raw, base=path.resolve().parent)
 
     for key, value in sorted(environ.items()):
@@ -354,6 +366,7 @@ def load_config(
         if not sep or not dotted:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         _set_dotted(raw, dotted.strip(), _parse_scalar(value), origin=f"--set {item}")
+    _check_values(raw, path)
     try:
         return KfrConfig.model_validate(raw)
     except ValidationError as error:
@@ -363,11 +376,32 @@ def load_config(
 def _parse_scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
+def _check_values(raw: dict, path: Path) -> None:
+    """Refuse, naming the key, what no config needs and what would hang everything after: more than MAX_VALUES
+    values once aliases are expanded, and NUL characters (no path, name or Spark setting can hold one)."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    count = 0
+    while stack:
+        key, node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"invalid config ({path}): {key.split('.')[0]!r}: more than {MAX_VALUES} values once "
+                              "YAML aliases are expanded (an alias bomb or a reference cycle)")
+        if isinstance(node, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((f"{key}.{i}", v) for i, v in enumerate(node))
+        if "\x00" in key or (isinstance(node, str) and "\x00" in node):
+            raise ConfigError(f"invalid config ({path}): {key!r}: NUL character")
+
+
 def _set_dotted(raw: dict, dotted: str, value: Any, origin: str) -> None:
+    if not all(part.strip() for part in dotted.split(".")):
+        raise ConfigError(f"{origin}: {dotted!r} is not a section.key name")
     *parents, leaf = dotted.split(".")
     node = raw
     for part in parents:
@@ -378,18 +412,17 @@ def _set_dotted(raw: dict, dotted: str, value: Any, origin: str) -> None:
     node[leaf] = value
 
 
+def _is_path(annotation: Any) -> bool:
+    args = set(typing.get_args(annotation))
+    return annotation is Path or (Path in args and args <= {Path, type(None)})
+
+
+# Every Path setting (a hand-kept list had missed five of the text resources)
 _PATH_KEYS = {
-    ("lakehouse", "root"),
-    ("synth", "out_dir"),
-    ("text", "user_dict"),
-    ("text", "stopwords"),
-    ("text", "slang_map"),
-    ("features", "weights_path"),
-    ("train", "model_dir"),
-    ("train", "cache_dir"),
-    ("score", "candidate_path"),
-    ("export", "out_dir"),
-    ("gallery", "out_dir"),
+    (section, key)
+    for section, info in KfrConfig.model_fields.items()
+    for key, field in info.annotation.model_fields.items()
+    if _is_path(field.annotation)
 }
 
 
@@ -407,14 +440,22 @@ def _resolve_paths(raw: dict, base: Path) -> None:
             ]
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlist = _SHOWN.maxdict = 4
+_SHOWN.maxlevel = 2
+
+
 def _describe(error: ValidationError, path: Path) -> str:
-    lines = [f"invalid config ({path}):"]
+    """One line: a command's error is what a log line or a cron mail shows, and values are shown shortened."""
+    lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
+        key = key if len(key) <= 120 else key[:100] + "..."  # an unknown key can be anything, a whole file
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         got = item.get("input")
-        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {got!r})"
-        lines.append(f"  {key}: {message}{shown}")
-    return "\n".join(lines)
+        shown = "" if isinstance(got, dict) or item["type"] == "missing" else f" (got {_SHOWN.repr(got)})"
+        lines.append(f"{key}: {message}{shown}")
+    return f"invalid config ({path}): " + "; ".join(lines)
