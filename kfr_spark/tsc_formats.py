@@ -47,8 +47,8 @@ color           int            no        0xRRGGBB (0 .. 0xFFFFFFFF)
 pool            int            no        0 .. 2**31-1; 0 normal, 1 subtitle/owner, 2 special
 ==============  =============  ========  ==========================================================
 
-Ids (comment, user, video) are at most 128 characters. Other columns are ignored. Empty CSV cells and
-JSON/Parquet nulls count as absent; numbers may also be given as numeric strings.
+Ids (comment, user, video) are at most 128 characters, without control characters. Other columns are
+ignored. Empty CSV cells and JSON/Parquet nulls count as absent; numbers may also be given as numeric strings.
 
 Normalisation, common to all formats
 ------------------------------------
@@ -160,7 +160,8 @@ class RejectReason(str, enum.Enum):
     bad_time             video time not a finite number in [0, max_video_time_s]
     bad_mode             mode not an integer in 1..9
     bad_value            another field has the wrong type or is out of range (font size, colour,
-                         pool, posted_at, an id longer than 128 chars, text not a string, ...)
+                         pool, posted_at, an id longer than 128 chars or with control
+                         characters, text not a string, ...)
     empty_text           text empty after unescaping and stripping
     oversized_text       text longer than ``ParseLimits.max_text_chars``
     duplicate            comment id already used by a kept comment earlier in the file
@@ -258,6 +259,8 @@ _RAW_CHARS = 1024
 _SNIFF_BYTES = 8192
 _SPECIAL_MIN_MODE = 7
 _MAX_ID_CHARS = 128  # comment and user ids are keys downstream; longer ones are corruption, not ids
+# Nor do keys hold control characters: "u1" and "u1\x00" (or "u1\n") would be two users that look like one.
+_ID_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 # Upper bounds of the integer fields: they must fit the int32/int64 columns downstream, and values
 # beyond them are corruption (a posted_at after year 9999 is not a time).
 _MAX_INT32 = 2**31 - 1
@@ -837,6 +840,10 @@ def _bilibili_records(
         if len(cid) > _MAX_ID_CHARS or len(user) > _MAX_ID_CHARS:
             reject(no, _R.BAD_VALUE, f"id longer than {_MAX_ID_CHARS} chars", _bili_raw(attrs, body))
             continue
+        # isprintable() is the cheap test; only ids that fail it (rare) pay for the regex
+        if not (cid.isprintable() and user.isprintable()) and _ID_CONTROL_RE.search(cid + user):
+            reject(no, _R.BAD_VALUE, "id with control characters", _bili_raw(attrs, body))
+            continue
         if "&" in body:
             body = unescape(body)
         txt = body.strip()
@@ -1284,7 +1291,8 @@ def _optional_id(row: Mapping[str, Any], column: str) -> str | None:
         return None
     parsed = _id_str(value)
     if parsed is None:
-        raise _BadRecord(_R.BAD_VALUE, f"{column} is not a string or integer of at most {_MAX_ID_CHARS} chars")
+        raise _BadRecord(_R.BAD_VALUE, f"{column} is not a string or integer of at most {_MAX_ID_CHARS} chars "
+                                       "without control characters")
     return parsed
 
 
@@ -1383,14 +1391,27 @@ def _parse_parquet(data: bytes, limits: ParseLimits, out: _Collector) -> None:
             out.reject(0, _R.OVERSIZED_FILE, f"row groups inflate to {inflated} bytes", _head_raw(data))
             return
         table = pf.read(columns=[c for c in _GENERIC_COLUMNS if c in names])
-        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+        decoded = {name: _parquet_values(table.column(name)) for name in table.column_names}
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for corrupt input
         out.reject(0, _R.MALFORMED_PARQUET, f"{type(exc).__name__}: {exc}"[:200], _head_raw(data))
         return
-    state = _GenericState(out, limits, bad_bytes=False)
+    columns = {name: values for name, (values, _) in decoded.items()}
+    state = _GenericState(out, limits, bad_bytes=any(bad for _, bad in decoded.values()))
     for i in range(table.num_rows):
         row = {name: values[i] for name, values in columns.items()}
         _generic_record(i + 1, row, state, _json_raw(row))
+
+
+def _parquet_values(column: Any) -> tuple[list[Any], bool]:
+    """(values, had_bad_bytes). Parquet does not check that a string column holds UTF-8: when one does not,
+    its bytes are decoded here with bad runs marked, so only the rows holding them are rejected (bad_encoding)."""
+    try:
+        return column.to_pylist(), False
+    except UnicodeDecodeError:
+        import pyarrow as pa
+
+        raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+        return [None if v is None else v.decode("utf-8", _BAD_BYTES_ERRORS) for v in raw.to_pylist()], True
 
 
 def _json_raw(row: Mapping[str, Any]) -> Callable[[], str]:
@@ -1461,15 +1482,15 @@ def _to_posted_at(value: Any) -> int | None:
 
 
 def _id_str(value: Any) -> str | None:
-    """Ids may be strings or integers (never bools or floats) of at most ``_MAX_ID_CHARS`` characters;
-    returns the stripped string, or None when absent or unusable."""
+    """Ids may be strings or integers (never bools or floats) of at most ``_MAX_ID_CHARS`` characters and
+    without control characters; returns the stripped string, or None when absent or unusable."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         value = str(value)
     if isinstance(value, str):
         value = value.strip()
-        return value if 0 < len(value) <= _MAX_ID_CHARS else None
+        return value if 0 < len(value) <= _MAX_ID_CHARS and not _ID_CONTROL_RE.search(value) else None
     return None
 
 
