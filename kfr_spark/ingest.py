@@ -68,8 +68,20 @@ _FORMAT_SOURCE = {
     "niconico_xml": "niconico",
 }
 
+# How binaryFile reads the inputs: paths are taken literally (as list_files takes them), not as glob patterns,
+# so a file named "a[1].xml" or "a:b.xml" is found and read; and local files skip Hadoop's checksum layer, which
+# opens a ".<name>.crc" beside each file and cannot build that name for one with a ":" in it. Either used to fail
+# the whole batch (Spark's own "__globPaths__" switch; nothing in an inbox has .crc files).
+_READ_OPTIONS = {
+    "recursiveFileLookup": "true",
+    "__globPaths__": "false",
+    "fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+    "fs.file.impl.disable.cache": "true",
+}
+
 # Ids end up in file paths downstream (key frame images, exports): keep them to a safe alphabet.
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,8 @@ def video_id_for(name: str, from_metadata: str | None, cfg: IngestConfig) -> tup
         stem = PurePosixPath(name).name
         for suffix in (".gz", ".xml", ".json", ".jsonl", ".csv", ".parquet"):
             stem = stem.removesuffix(suffix)
+        if _CONTROL.search(stem):  # else the pattern's "." would stop at a newline and keep only a prefix
+            return None, f"file name {stem[:80]!r} has control characters"
         match = re.fullmatch(cfg.video_id_pattern, stem) or re.search(cfg.video_id_pattern, stem)
         candidate = match.group("video_id") if match else None
         if not candidate:
@@ -231,7 +245,7 @@ def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Li
 def file_metadata(spark: SparkSession, paths: list[str], listing: Listing) -> DataFrame:
     """(path, length, modification_time) of every file under `paths`: file metadata only (binaryFile without its
     content column), plus the empty and oversized files, which Spark's scans skip but ingest rejects."""
-    listed = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(paths)
+    listed = (spark.read.format("binaryFile").options(**_READ_OPTIONS).load(paths)
               .select("path", "length", F.col("modificationTime").alias("modification_time")))
     if listing.unreadable_files:
         skipped = spark.createDataFrame(listing.unreadable_files, "path string, length long, mtime_ms long").select(
@@ -294,7 +308,7 @@ def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list
     with session_conf(spark, read_settings(total_bytes, cfg, spark.sparkContext.defaultParallelism)):
         contents = (
             spark.read.format("binaryFile")
-            .option("recursiveFileLookup", "true")
+            .options(**_READ_OPTIONS)
             .option("ignoreMissingFiles", "true")
             .load(paths)
             .filter(F.col("length") <= cfg.max_file_bytes)
