@@ -6,7 +6,7 @@ PY := .venv/bin/python
 KFR := .venv/bin/kfr
 DEMO_COMMENTS ?= 300000
 
-.PHONY: setup demo test test-all bench lock clean clean-data help
+.PHONY: setup demo test test-all test-resilience cluster bench lock clean clean-data help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,12 @@ test: setup  ## run the test suite (real Spark, Delta, fixtures); no slow benchm
 
 test-all: setup  ## the test suite including slow tests
 	$(PY) -m pytest -q
+
+test-resilience: setup  ## fault injection: killed workers, drivers and training processes, corrupt files (~20 min)
+	$(PY) -m pytest -q -s -m resilience tests/resilience
+
+cluster: setup  ## start a standalone cluster on loopback, run the nightly on it and in local mode, compare tables
+	cd benchmarks && ../$(PY) cluster.py
 
 bench: setup  ## run every benchmark (slow; prints figures)
 	@for b in benchmarks/[a-z]*.py; do [[ $$b == benchmarks/common.py ]] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
