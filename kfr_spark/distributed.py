@@ -91,5 +91,12 @@ def launch(fn: Callable[..., Any], args: Sequence[Any], num_proc: int, *, start_
     import horovod.spark
 
     log.info("horovod: launching %d training processes on Spark", num_proc)
-    return horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, start_timeout=start_timeout_s,
-                             use_gloo=True, verbose=0)
+    try:
+        return horovod.spark.run(fn, args=tuple(args), num_proc=num_proc, start_timeout=start_timeout_s,
+                                 use_gloo=True, verbose=0)
+    except RuntimeError as e:  # Horovod's message is the first line of a page of Spark and Gloo tracebacks
+        raise TrainingProcessLost(f"{num_proc}-process training failed: {str(e).splitlines()[0]}") from e
+
+
+class TrainingProcessLost(RuntimeError):
+    """A training process died or raised; its peers were stopped. Checkpoints written before it are kept."""

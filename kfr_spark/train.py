@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 META_FILE = "training.json"
 FAIL_AFTER_EPOCH_ENV = "KFR_TRAIN_FAIL_AFTER_EPOCH"  # fault injection for the resume tests: die after epoch N
+# Fault injection for the resilience suite: "rank:epoch:step" SIGKILLs that training process mid-epoch, as the OOM
+# killer or a lost machine would: no exception, no cleanup, its peers left waiting in a collective.
+KILL_MID_EPOCH_ENV = "KFR_TRAIN_KILL_MID_EPOCH"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class WorkerSpec:
     threads_per_proc: int
     features_path: str | None = None  # the (n_frames, F) key frame matrix of models that use images
     item_frames_path: str | None = None  # item-level models: (n_items, max_frames) frame indices, -1 = padding
+    # Fault injection, read from the driver's environment at launch (Horovod's processes do not inherit it).
+    fail_after_epoch: int | None = None
+    kill_mid_epoch: tuple[int, int, int] | None = None  # (rank, epoch, step)
 
 
 @dataclass
@@ -301,11 +308,13 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     resumed_from = start_epoch
     optimizer = comm.distributed_optimizer(optimizer, model)
     comm.broadcast(model, optimizer)
-    fail_after = os.environ.get(FAIL_AFTER_EPOCH_ENV)
+    fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
     def mean_loss(batches, steps: int, train: bool) -> float:
         total = 0.0
-        for _ in range(steps):
+        for step in range(steps):
+            if train and kill_at == (comm.rank, len(history), step):
+                os.kill(os.getpid(), signal.SIGKILL)
             raw = next(batches)
             batch = as_batch(with_features(raw, table) if table is not None else raw)
             if train:
@@ -353,7 +362,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                                 "examples": spec.steps_per_epoch * spec.batch_size * comm.size})
                 done = stale >= spec.patience or epoch == spec.epochs - 1
                 checkpoint(epoch, done)
-                if fail_after is not None and epoch >= int(fail_after):
+                if fail_after is not None and epoch >= fail_after:
                     raise RuntimeError(f"fault injection: training process {comm.rank} killed after epoch {epoch}")
                 if done:
                     break
@@ -430,6 +439,9 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         run_dir=str(run_dir), threads_per_proc=max(1, (os.cpu_count() or 2) // procs),
         features_path=str(features_path) if features_path else None,
         item_frames_path=str(item_frames_path) if item_frames_path else None,
+        fail_after_epoch=int(os.environ[FAIL_AFTER_EPOCH_ENV]) if os.environ.get(FAIL_AFTER_EPOCH_ENV) else None,
+        kill_mid_epoch=tuple(int(x) for x in os.environ[KILL_MID_EPOCH_ENV].split(":"))
+        if os.environ.get(KILL_MID_EPOCH_ENV) else None,
     )
     log.info("train: %s on %d process(es), %d train / %d validation rows, %d steps per epoch → %s",
              model_cls.name, procs, train_data.rows, val_data.rows, spec.steps_per_epoch, run_dir)
