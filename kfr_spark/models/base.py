@@ -244,10 +244,16 @@ def l2(*tensors: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """torch's CPU RNG seeded for the block and restored after it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+    """torch's CPU RNG and numpy's global one seeded for the block and restored after it. numpy's matters because
+    Petastorm's row shuffling buffer draws from `np.random` itself, so a run's batches follow the seed only so."""
+    numpy_state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
 
 
 # -- training --------------------------------------------------------------------------------------------------------
