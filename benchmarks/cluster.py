@@ -46,14 +46,19 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-def comparable(df, spec):
-    """The table's content columns, floats rounded: what must not depend on where the job ran."""
+def comparable(df, spec, root: Path):
+    """The table's content columns, floats rounded, paths made relative to the run's folder: what must not depend
+    on where the job ran."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, DoubleType, FloatType
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, StringType
 
     cols = []
     for f in df.schema.fields:
-        if f.name in spec.lineage_columns or f.name.endswith("_at"):
+        if f.name.endswith("_path") and isinstance(f.dataType, StringType):  # e.g. model_path, under the lakehouse
+            cols.append(F.replace(F.col(f.name), F.lit(str(root))).alias(f.name))
+            continue
+        # eval_id is the evaluating job's run id (like run_id, it names the run, not the result)
+        if f.name in spec.lineage_columns or f.name.endswith("_at") or f.name == "eval_id":
             continue
         if isinstance(f.dataType, (DoubleType, FloatType)):
             cols.append(F.round(f.name, 4).alias(f.name))
@@ -77,7 +82,8 @@ def compare(local_lake: Path, cluster_lake: Path) -> list[tuple[str, int, int, i
         paths = [Path(Lakehouse(lake).path(spec.name)) for lake in (local_lake, cluster_lake)]
         if not all((p / "_delta_log").exists() for p in paths):
             continue
-        a, b = (comparable(spark.read.format("delta").load(str(p)), spec) for p in paths)
+        a, b = (comparable(spark.read.format("delta").load(str(p)), spec, lake.parent)
+                for p, lake in zip(paths, (local_lake, cluster_lake)))
         diff = a.exceptAll(b).count() + b.exceptAll(a).count()
         rows.append((spec.name, a.count(), b.count(), diff))
     spark.stop()
@@ -89,8 +95,11 @@ def main() -> int:
     parser.add_argument("--comments", type=int, default=20000)
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--compare-only", action="store_true", help="compare the lakehouses of the last run again")
     args = parser.parse_args()
     out = OUT / "cluster"
+    if args.compare_only:
+        return report(compare(out / "local" / "lake", out / "cluster" / "lake"))
     shutil.rmtree(out, ignore_errors=True)
     synth = out / "synth"
     kfr = str(REPO / ".venv" / "bin" / "kfr")
@@ -110,7 +119,10 @@ def main() -> int:
         cluster_s = run(submit, out / "cluster-nightly.log", env)
     print(f"standalone cluster nightly (spark-submit, 2 workers x 1 core): {cluster_s:.0f} s")
 
-    rows = compare(out / "local" / "lake", out / "cluster" / "lake")
+    return report(compare(out / "local" / "lake", out / "cluster" / "lake"))
+
+
+def report(rows: list[tuple[str, int, int, int]]) -> int:
     print(f"\n{'table':<26} {'local rows':>11} {'cluster rows':>13} {'rows differing':>15}")
     for name, a, b, diff in rows:
         print(f"{name:<26} {a:>11,} {b:>13,} {diff:>15,}")
