@@ -81,7 +81,6 @@ _READ_OPTIONS = {
 
 # Ids end up in file paths downstream (key frame images, exports): keep them to a safe alphabet.
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,9 @@ def video_id_for(name: str, from_metadata: str | None, cfg: IngestConfig) -> tup
         stem = PurePosixPath(name).name
         for suffix in (".gz", ".xml", ".json", ".jsonl", ".csv", ".parquet"):
             stem = stem.removesuffix(suffix)
-        if _CONTROL.search(stem):  # else the pattern's "." would stop at a newline and keep only a prefix
+        from kfr_spark.tsc_formats import ID_CONTROL_CHARS  # the id rule the parsers apply, for file-name ids
+
+        if ID_CONTROL_CHARS.search(stem):  # else the pattern's "." would stop at a newline and keep only a prefix
             return None, f"file name {stem[:80]!r} has control characters"
         match = re.fullmatch(cfg.video_id_pattern, stem) or re.search(cfg.video_id_pattern, stem)
         candidate = match.group("video_id") if match else None
@@ -273,7 +274,7 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
     now); every file read is recorded in ops.ingested_files."""
     if only_new:
         files, fresh = new_files(spark, lake, paths, cfg.max_file_bytes)
-        log.info("ingest: %d new or changed files under %s", len(fresh), ", ".join(paths[:3]))
+        log.info("ingest: %d new or changed files under %s", len(fresh), _shown(paths))
         if not fresh:
             files.unpersist()
             run.metrics.update({"input_files": 0, "input_bytes": 0})
@@ -290,12 +291,16 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
     return summary
 
 
+def _shown(paths: list[str]) -> str:
+    """Input paths for a log line: the first three (a nightly may pass thousands of new files)."""
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
 def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun,
             listing: Listing | None = None) -> IngestSummary:
     listing = listing or list_files(spark, paths, cfg.max_file_bytes)
     n_files, total_bytes = listing.files, listing.total_bytes
-    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, shown)
+    log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, _shown(paths))
     run.metrics["input_files"] = n_files
     run.metrics["input_bytes"] = total_bytes
 

@@ -260,7 +260,7 @@ _SNIFF_BYTES = 8192
 _SPECIAL_MIN_MODE = 7
 _MAX_ID_CHARS = 128  # comment and user ids are keys downstream; longer ones are corruption, not ids
 # Nor do keys hold control characters: "u1" and "u1\x00" (or "u1\n") would be two users that look like one.
-_ID_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
+ID_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")  # also refused in file-name video ids (ingest)
 # Upper bounds of the integer fields: they must fit the int32/int64 columns downstream, and values
 # beyond them are corruption (a posted_at after year 9999 is not a time).
 _MAX_INT32 = 2**31 - 1
@@ -841,7 +841,7 @@ def _bilibili_records(
             reject(no, _R.BAD_VALUE, f"id longer than {_MAX_ID_CHARS} chars", _bili_raw(attrs, body))
             continue
         # isprintable() is the cheap test; only ids that fail it (rare) pay for the regex
-        if not (cid.isprintable() and user.isprintable()) and _ID_CONTROL_RE.search(cid + user):
+        if not (cid.isprintable() and user.isprintable()) and ID_CONTROL_CHARS.search(cid + user):
             reject(no, _R.BAD_VALUE, "id with control characters", _bili_raw(attrs, body))
             continue
         if "&" in body:
@@ -1490,7 +1490,7 @@ def _id_str(value: Any) -> str | None:
         value = str(value)
     if isinstance(value, str):
         value = value.strip()
-        return value if 0 < len(value) <= _MAX_ID_CHARS and not _ID_CONTROL_RE.search(value) else None
+        return value if 0 < len(value) <= _MAX_ID_CHARS and not ID_CONTROL_CHARS.search(value) else None
     return None
 
 
