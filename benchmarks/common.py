@@ -53,6 +53,7 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak = Peak()
+        self.series: list[tuple[float, int]] = []  # (unix time, total RSS): peaks of a time window, e.g. one step
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -85,9 +86,15 @@ class TreeSampler:
                 p.driver_rss, p.jvm_rss = max(p.driver_rss, driver), max(p.jvm_rss, jvm)
                 p.workers_rss = max(p.workers_rss, workers)
                 p.total_rss = max(p.total_rss, driver + jvm + workers)
+                self.series.append((time.time(), driver + jvm + workers))
             except psutil.Error:
                 pass
             self._stop.wait(self.interval)
+
+
+def peak_between(series: list[tuple[float, int]], start: float, end: float, slack: float = 0.5) -> int:
+    """The highest sample of a TreeSampler series within [start, end] (widened by one sampling interval)."""
+    return max((rss for t, rss in series if start - slack <= t <= end + slack), default=0)
 
 
 def run_kfr(args: list[str], lakehouse: Path, extra_sets: list[str] = ()) -> tuple[float, Peak, str]:

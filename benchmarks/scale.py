@@ -18,50 +18,14 @@ import json
 import math
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-from common import OUT, REPO, mib
+from common import OUT, REPO, TreeSampler, mib, peak_between
 
 from kfr_spark.synth import SynthConfig, generate
 
 RUN_DATE = "2026-12-01"
-
-
-class SeriesSampler:
-    """RSS of a process tree every `interval` s, kept as a (unix time, bytes) series for per-step peaks."""
-
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
-        self.root, self.interval, self.series = psutil.Process(pid), interval, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.is_set():
-            total = 0
-            try:
-                for proc in [self.root, *self.root.children(recursive=True)]:
-                    try:
-                        total += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                pass
-            self.series.append((time.time(), total))
-            self._stop.wait(self.interval)
-
-    def peak(self, start: float, end: float) -> int:
-        return max((rss for t, rss in self.series if start - self.interval <= t <= end + self.interval), default=0)
 
 
 def dataset(n: int, videos: int) -> Path:
@@ -101,16 +65,20 @@ def run_size(n: int, videos: int) -> tuple[float, int, list[dict]]:
     started = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        with SeriesSampler(proc.pid) as sampler:
+        with TreeSampler(proc.pid, interval=0.5) as sampler:
             proc.wait()
     wall = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"nightly at {n:,} comments failed ({proc.returncode}); see {log}")
     steps = nightly_steps(root / "lake")
     for s in steps:
-        to_unix = (lambda t: t.replace(tzinfo=dt.UTC).timestamp() if t.tzinfo is None else t.timestamp())
-        s["peak_rss"] = sampler.peak(to_unix(s["started_at"]), to_unix(s["finished_at"]))
-    return wall, max((rss for _, rss in sampler.series), default=0), steps
+        s["peak_rss"] = peak_between(sampler.series, unix(s["started_at"]), unix(s["finished_at"]))
+    return wall, sampler.peak.total_rss, steps
+
+
+def unix(t: dt.datetime) -> float:
+    """Seconds since the epoch of a Delta timestamp (naive ones are UTC)."""
+    return (t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t).timestamp()
 
 
 def exponent(points: list[tuple[int, float]]) -> float | None:

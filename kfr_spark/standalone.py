@@ -93,12 +93,12 @@ class StandaloneCluster:
     def stop(self) -> None:
         for proc in [*self._workers, self._master]:
             if proc is not None:
-                _kill_tree(proc.pid, signal.SIGTERM)
+                kill_tree(proc.pid, signal.SIGTERM)
         for proc in [*self._workers, self._master]:
             if proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=20)
-                _kill_tree(proc.pid, signal.SIGKILL)
+                kill_tree(proc.pid, signal.SIGKILL)
         self._workers, self._master = [], None
 
     def __enter__(self) -> StandaloneCluster:
@@ -150,7 +150,7 @@ class StandaloneCluster:
         proc = self._workers[worker]
         executors = self.executor_pids(worker)
         if proc is not None:
-            _kill_tree(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid, signal.SIGKILL)
             proc.wait()
         log.warning("killed worker %d (pid %s) and executors %s", worker, proc and proc.pid, executors)
         self._workers[worker] = self._start_worker(worker) if replace else None
@@ -174,7 +174,8 @@ class StandaloneCluster:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _kill_tree(pid: int, sig: int) -> None:
+def kill_tree(pid: int, sig: int) -> None:
+    """Signal a process and every descendant (children first), as losing its machine would."""
     with contextlib.suppress(psutil.NoSuchProcess):
         parent = psutil.Process(pid)
         for proc in [*parent.children(recursive=True), parent]:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(saved))
         return 0
     for pid in saved["pids"]:
-        _kill_tree(pid, signal.SIGTERM)
+        kill_tree(pid, signal.SIGTERM)
     state_file.unlink()
     print(f"stopped {saved['master_url']}")
     return 0

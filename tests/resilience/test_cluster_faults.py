@@ -20,13 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from pyspark.sql import functions as F
 
 from kfr_spark import delta_io, jars
 from kfr_spark.catalog import BRONZE_TSC, SILVER_TSC_TOKENS, Lakehouse
-from kfr_spark.standalone import StandaloneCluster, free_port
+from kfr_spark.standalone import StandaloneCluster, free_port, kill_tree
 
 pytestmark = [pytest.mark.spark, pytest.mark.resilience, pytest.mark.slow]
 
@@ -108,9 +107,7 @@ class Job:
 
     def kill(self) -> None:
         """SIGKILL the driver and everything it started (its JVM, its Python workers), as a preempted node does."""
-        root = psutil.Process(self.proc.pid)
-        for proc in [*root.children(recursive=True), root]:
-            proc.send_signal(signal.SIGKILL)
+        kill_tree(self.proc.pid, signal.SIGKILL)
         self.wait()
 
 
