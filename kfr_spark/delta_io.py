@@ -37,6 +37,8 @@ def ensure_table(spark: SparkSession, lake: Lakehouse, name: str) -> DeltaTable:
         builder = builder.partitionedBy(*table.partition_by)
     if table.description:
         builder = builder.comment(table.description)
+    if table.stats_columns:
+        builder = builder.property("delta.dataSkippingStatsColumns", ",".join(table.stats_columns))
     return builder.execute()
 
 

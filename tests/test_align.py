@@ -98,3 +98,76 @@ def test_spark_alignment_is_exact_and_a_rerun_changes_no_row(spark, lake, base_c
     assert again["written"] == 0
     assert sorted(tuple(r) for r in delta_io.read_table(spark, lake, "silver.tsc_aligned").drop("run_id").collect()) == before
     assert delta_io.current_version(spark, lake, "silver.tsc_aligned") >= version
+
+
+def test_typing_units_treat_emoji_marks_and_kana_like_the_reference_regex():
+    # ❤️ is a symbol plus a variation selector (no unit); ー and ・ sit in the kana block (a unit each).
+    assert typing_units("❤️前方高能") == 4
+    assert typing_units("カッコいいー") == 6
+    assert typing_units("abc_def 12.5") == 3
+    assert typing_units("") == 0
+
+
+def _random_case(rng: np.random.Generator, texts: list[str]):
+    """Videos with irregular shots (some starting together, one of 1000 uniform shots), and comments anywhere:
+    before the start, past the end, NaN, on boundaries, on a video without shots."""
+    shot_rows, comment_rows = [], []
+    for v in range(6):
+        vid = f"v{v}"
+        if v == 0:
+            starts = np.arange(1000) * 0.6
+        else:
+            starts = np.sort(np.round(rng.uniform(0, 300, rng.integers(1, 40)), 1))
+            starts[0] = rng.choice([0.0, 2.5])
+        ends = np.append(starts[1:], starts[-1] + rng.uniform(0, 20))
+        shot_rows += [(vid, i, float(s), float(e)) for i, (s, e) in enumerate(zip(starts, ends))]
+        edge = list(starts[rng.integers(0, len(starts), 5)]) + [float(ends[-1]), float(ends[-1]) + 0.99]
+        times = list(rng.uniform(-5, ends[-1] + 5, 60)) + [float("nan")]
+        comment_rows += [(vid, float(t), texts[rng.integers(0, len(texts))]) for t in times]
+        comment_rows += [(vid, float(t), "！！") for t in edge]  # no typing delay: exactly on a boundary
+    comment_rows += [("v_no_shots", 3.0, "好")]
+    comments_df = pd.DataFrame(
+        [("bilibili", vid, f"c{i}", "u", t, 1, False, text, None) for i, (vid, t, text) in enumerate(comment_rows)],
+        columns=["source", "video_id", "comment_id", "user_id", "video_time_s", "mode", "is_special", "text",
+                 "posted_at"],
+    )
+    shots_df = pd.DataFrame(shot_rows, columns=["video_id", "shot_idx", "start_s", "end_s"])
+    return comments_df, shots_df
+
+
+@pytest.mark.spark
+def test_spark_job_agrees_with_the_pure_rule_on_irregular_shots_and_real_comment_texts(spark, lake):
+    from datetime import date
+
+    real_texts = pd.read_csv("tests/data/sentiment_eval.tsv", sep="\t", quoting=3)["text"].astype(str).tolist()
+    comments_df, shots_df = _random_case(np.random.default_rng(7), real_texts + ["❤️😂", "ＡＢＣ１２３", "ok 666"])
+    cfg = AlignConfig(typing_chars_per_minute=40.0, max_typing_delay_s=30.0, end_tolerance_s=1.0)
+
+    expected, expected_rejects = {}, {}
+    for vid, group in comments_df.groupby("video_id"):
+        result = align_video(group, shots_df[shots_df["video_id"] == vid], cfg)
+        for r in result.aligned.itertuples():
+            expected[r.comment_id] = (r.typing_delay_s, r.moment_s, r.shot_idx)
+        expected_rejects.update(dict(zip(result.rejects["entity_key"], result.rejects["reason"])))
+
+    tsc = spark.createDataFrame(
+        [(r.source, r.video_id, r.comment_id, "u", r.video_time_s, None, 1, r.text, 25, 0, 0, False, "bilibili_xml",
+          "f.xml", i, "r0", date(2026, 1, 1)) for i, r in enumerate(comments_df.itertuples())],
+        schema=BRONZE_TSC.schema,
+    )
+    delta_io.merge_insert_new(spark, lake, BRONZE_TSC.name, tsc)
+    shots = spark.createDataFrame(
+        [(r.video_id, int(r.shot_idx), r.start_s, r.end_s, None, None, None, None, None, None, None, True, "uniform",
+          "h", "r0") for r in shots_df.itertuples()],
+        schema=SILVER_SHOTS.schema,
+    )
+    delta_io.merge_upsert(spark, lake, SILVER_SHOTS.name, shots)
+
+    summary = align_comments(spark, lake, cfg, JobRun(job="align", config_hash="x"))
+    got = {r["comment_id"]: (r["typing_delay_s"], r["moment_s"], r["shot_idx"])
+           for r in delta_io.read_table(spark, lake, "silver.tsc_aligned").collect()}
+    rejects = {r["entity_key"]: r["reason"] for r in delta_io.read_table(spark, lake, "ops.stage_rejects").collect()}
+    assert len(expected) > 350 and set(expected_rejects.values()) == {"outside_video", "unknown_video"}
+    assert got == expected
+    assert rejects == expected_rejects
+    assert summary["aligned"] == len(expected) and sum(summary["rejected"].values()) == len(expected_rejects)

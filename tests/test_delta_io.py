@@ -69,3 +69,23 @@ def test_current_version_of_missing_table_is_none(spark, lake):
     delta_io.ensure_table(spark, lake, "bronze.tsc")
     assert delta_io.current_version(spark, lake, "bronze.tsc") == 0
     assert delta_io.read_table(spark, lake, "bronze.tsc").schema["ingest_date"].dataType.typeName() == "date"
+
+
+def test_comment_tables_keep_statistics_only_on_the_columns_they_name(spark, lake):
+    import json
+    from datetime import date
+    from pathlib import Path
+
+    from kfr_spark.catalog import BRONZE_TSC
+
+    tsc = spark.createDataFrame(
+        [("bilibili", "v1", "c1", "u1", 1.0, None, 1, "好看" * 50, 25, 0, 0, False, "bilibili_xml", "f.xml", 0, "r0",
+          date(2026, 1, 1))],
+        schema=BRONZE_TSC.schema,
+    )
+    delta_io.merge_insert_new(spark, lake, BRONZE_TSC.name, tsc)
+    log = sorted((Path(lake.path(BRONZE_TSC.name)) / "_delta_log").glob("*.json"))
+    adds = [json.loads(line)["add"] for f in log for line in f.read_text().splitlines() if '"add"' in line]
+    stats = json.loads(adds[0]["stats"])
+    assert set(stats["minValues"]) <= set(BRONZE_TSC.stats_columns) and "text" not in stats["minValues"]
+    assert {"video_id", "user_id", "video_time_s"} <= set(stats["minValues"])
