@@ -60,6 +60,11 @@ class TableSpec:
         missing = [c for c in (*self.keys, *self.partition_by, *self.stats_columns) if c not in columns]
         if missing:
             raise ValueError(f"{self.name}: key/partition/stats columns not in schema: {missing}")
+        by_name = {f.name: f.dataType for f in self.schema.fields}
+        unskippable = [c for c in self.stats_columns
+                       if isinstance(by_name[c], (BooleanType, BinaryType, ArrayType, MapType, StructType))]
+        if unskippable:  # Delta refuses these when the table is created; say so when the catalog is imported
+            raise ValueError(f"{self.name}: Delta keeps no statistics on columns {unskippable}")
 
 
 def _schema(*fields: tuple[str, object, bool]) -> StructType:
@@ -289,7 +294,7 @@ SILVER_TSC_TOKENS = TableSpec(
     ),
     keys=("source", "video_id", "comment_id"),
     lineage_columns=("run_id",),
-    stats_columns=("source", "video_id", "comment_id", "user_id", "is_noise", "polarity"),
+    stats_columns=("source", "video_id", "comment_id", "user_id", "polarity"),
 )
 
 SILVER_VOCABULARY = TableSpec(
