@@ -367,6 +367,9 @@ def load_config(
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         _set_dotted(raw, dotted.strip(), _parse_scalar(value), origin=f"--set {item}")
     _check_values(raw, path)
+    # The file's paths are absolute by now; a relative one came from the environment or --set, where a user means
+    # the folder they ran the command in. (Left relative, Delta would read a table folder as a table name.)
+    _resolve_paths(raw, base=Path.cwd())
     try:
         return KfrConfig.model_validate(raw)
     except ValidationError as error:

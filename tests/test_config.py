@@ -32,6 +32,14 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     assert cfg.ingest.input_paths == (str(tmp_path / "in"), "/abs", "hdfs://x/y")
 
 
+def test_relative_paths_from_flags_and_environment_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(write(tmp_path, "lakehouse: {root: lake}"), overrides=["lakehouse.root=out/lake"],
+                      environ={"KFR__SCORE__CANDIDATE_PATH": "cands"})
+    assert cfg.lakehouse.root == tmp_path / "out" / "lake"
+    assert cfg.score.candidate_path == tmp_path / "cands"
+
+
 def test_precedence_file_then_environment_then_flags(tmp_path):
     path = write(tmp_path, "spark: {shuffle_partitions: 3, master: 'local[1]'}")
     env = {"KFR__SPARK__SHUFFLE_PARTITIONS": "5", "KFR__SPARK__MASTER": "local[2]"}
