@@ -9,9 +9,10 @@ key) are recorded on every row.
 
 Models are read with the dense indices they were trained on: `gold.users` and `gold.frames` at the Delta versions
 recorded in `ops.model_runs` (time travel), so a dataset rebuilt after training cannot shift a user or a frame
-under a model. Scoring is vectorised in `mapInPandas`: a model (and its key frame matrix) is loaded once per Python
-worker, every batch of (user, video) pairs is flattened into (user, frame) pairs scored in large chunks, and the
-ranking is one `lexsort`. Only the kept ranks leave the worker. A rerun of the same date replaces exactly that
+under a model. Scoring is vectorised per video: the (user, video) pairs are co-grouped with the video's frames, a
+model (and its key frame matrix) is loaded once per Python worker, the video's users are scored against its
+frames in blocks (one broadcast product or matrix product per block, `frame_block_scorer`) and ranked by one
+stable sort per block. Only the kept ranks leave the worker. A rerun of the same date replaces exactly that
 date's partition (`delta_io.replace_partition`), in one commit.
 """
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "score"
 POPULAR = "most_popular"
+USER_BUCKETS = 16  # tasks one video's candidate users are split over
 
 _RANKED = StructType([
     StructField("user_id", StringType(), False),
@@ -96,8 +98,8 @@ _WORKER_CACHE: dict[str, object] = {}
 
 
 def _loaded(model_path: str, features_path: str | None):
-    """(model, scorer) once per Python worker: the scorer has the user-independent part precomputed per frame
-    (`KeyFrameRecommender.frame_scorer`: KFRCI's q*_k, JIFR's P c_k)."""
+    """(model, block scorer) once per Python worker: the scorer has the user-independent part precomputed per
+    frame (KFRCI's q*_k, JIFR's P c_k) and scores a block of users against one video's frames."""
     key = f"{model_path}|{features_path}"
     if key not in _WORKER_CACHE:
         import torch
@@ -107,43 +109,49 @@ def _loaded(model_path: str, features_path: str | None):
         torch.set_num_threads(1)  # Spark runs one task per core already
         model = KeyFrameRecommender.load(model_path)
         features = np.load(features_path, mmap_mode="r") if features_path else None
-        _WORKER_CACHE[key] = (model, model.frame_scorer(features))
+        _WORKER_CACHE[key] = (model, model.frame_block_scorer(features))
     return _WORKER_CACHE[key]
 
 
-def rank_pairs(pdf: pd.DataFrame, score_fn, keep: int, chunk: int) -> pd.DataFrame:
-    """(user_id, user_idx, video_id, frames[], shots[]) rows → the top `keep` (0: all) frames of each row, ranked
-    by score (ties: earlier shot first). Flattened, scored `chunk` pairs at a time, ranked by one lexsort."""
-    lengths = pdf["frames"].map(len).to_numpy()
-    if lengths.sum() == 0:
+def rank_block(user_ids: np.ndarray, scores: np.ndarray, shots: np.ndarray, keep: int) -> dict[str, np.ndarray]:
+    """Scores (U users, K frames of one video, frames in shot order) → each user's top `keep` (0: all), best
+    first; equal scores go to the earlier shot (a stable sort over columns already in shot order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    if keep:
+        order = order[:, :keep]
+    n = order.shape[1]
+    return {"user_id": np.repeat(user_ids, n), "rank": np.tile(np.arange(1, n + 1, dtype=np.int32), len(user_ids)),
+            "shot_idx": shots[order].reshape(-1).astype(np.int32),
+            "score": np.take_along_axis(scores, order, axis=1).reshape(-1).astype(np.float64)}
+
+
+def rank_video(pairs: pd.DataFrame, frames: np.ndarray, shots: np.ndarray, block_fn, keep: int,
+               max_scores: int) -> pd.DataFrame:
+    """One video's candidate users (user_id, user_idx) ranked against its frames, `max_scores` scores per model
+    call."""
+    users_per_call = max(1, max_scores // max(1, len(frames)))
+    user_ids, user_idx = pairs["user_id"].to_numpy(), pairs["user_idx"].to_numpy().astype(np.int64)
+    parts = []
+    for start in range(0, len(pairs), users_per_call):
+        end = start + users_per_call
+        scores = np.asarray(block_fn(user_idx[start:end], frames), dtype=np.float64)
+        parts.append(rank_block(user_ids[start:end], scores, shots, keep))
+    if not parts:
         return pd.DataFrame({f.name: [] for f in _RANKED.fields})
-    frames = np.concatenate(pdf["frames"].to_numpy()).astype(np.int64)
-    shots = np.concatenate(pdf["shots"].to_numpy()).astype(np.int64)
-    group = np.repeat(np.arange(len(pdf)), lengths)
-    users = np.repeat(pdf["user_idx"].to_numpy().astype(np.int64), lengths)
-    scores = np.empty(frames.size, dtype=np.float64)
-    for start in range(0, frames.size, chunk):
-        end = start + chunk
-        scores[start:end] = score_fn(users[start:end], frames[start:end])
-    order = np.lexsort((shots, -scores, group))
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    rank = np.arange(order.size) - offsets[group[order]]
-    kept = order[rank < keep] if keep else order
-    rank = rank[rank < keep] if keep else rank
-    g = group[kept]
-    return pd.DataFrame({
-        "user_id": pdf["user_id"].to_numpy()[g], "video_id": pdf["video_id"].to_numpy()[g],
-        "rank": (rank + 1).astype(np.int32), "shot_idx": shots[kept].astype(np.int32), "score": scores[kept],
-    })
+    out = pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    return out.assign(video_id=pairs["video_id"].iloc[0])[[f.name for f in _RANKED.fields]]
 
 
 def _ranker(model: ServingModel, cfg: ScoreConfig):
     path, feats, keep, chunk = model.model_path, model.features_path, cfg.keep_ranks, cfg.batch_pairs
 
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        _, scorer = _loaded(path, feats)
-        for pdf in batches:
-            yield rank_pairs(pdf, scorer, keep, chunk)
+    def run(pairs: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:
+        if pairs.empty or video.empty:
+            return pd.DataFrame({f.name: [] for f in _RANKED.fields})
+        _, block_fn = _loaded(path, feats)
+        frames = np.asarray(video["frames"].iloc[0], dtype=np.int64)
+        shots = np.asarray(video["shots"].iloc[0], dtype=np.int64)
+        return rank_video(pairs, frames, shots, block_fn, keep, chunk)
 
     return run
 
@@ -272,9 +280,15 @@ def score_users(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_dat
             users = _users(spark, lake, model, frame_level)
             if users is None:
                 continue
-            routed = remaining.join(users, "user_id").join(video_frames(spark, lake, model), "video_id")
-            ranked = routed.select("user_id", "user_idx", "video_id", "frames", "shots").mapInPandas(
-                _ranker(model, cfg), schema=_RANKED)
+            frames = video_frames(spark, lake, model)
+            routed = (remaining.join(users, "user_id").join(frames.select("video_id"), "video_id", "left_semi")
+                      .select("user_id", "user_idx", "video_id"))
+            # Grouped by video and user bucket: a video's frames travel once per group, not once per (user,
+            # video) pair, and a video every user is a candidate for is spread over USER_BUCKETS tasks.
+            buckets = routed.withColumn("bucket", F.pmod(F.xxhash64("user_id"), F.lit(USER_BUCKETS)))
+            replicated = frames.withColumn("bucket", F.explode(F.sequence(F.lit(0), F.lit(USER_BUCKETS - 1))))
+            ranked = buckets.groupBy("video_id", "bucket").cogroup(
+                replicated.groupBy("video_id", "bucket")).applyInPandas(_ranker(model, cfg), schema=_RANKED)
             parts.append(ranked.withColumn("model", F.lit(model.name))
                          .withColumn("model_version", F.lit(model.run_key)))
             remaining = remaining.join(routed.select("user_id", "video_id"), ["user_id", "video_id"], "left_anti")

@@ -559,3 +559,18 @@ def test_the_batch_frame_scorer_gives_the_models_own_scores(name):
     else:
         expected = model.score(users, frames, feats[frames] if model.uses_images else None).numpy()
     assert np.allclose(model.frame_scorer(feats)(users, frames), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["kfri", "kfrc", "kfrci", "vbpr", "pmf", "bpr", "jifr"])
+def test_the_block_scorer_gives_every_user_the_pair_scorers_scores_for_one_videos_frames(name):
+    """Batch scoring scores users x one video's frames as a block; a block is the grid of pairs, nothing else."""
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(12, 6)).astype(np.float32)
+    model = build_model(name, n_users=5, n_items=4 if name == "jifr" else 12, feature_dim=6, vocab_size=9, dim=4)
+    if name == "jifr":
+        model.set_item_frames(feats, frame_index=np.arange(12).reshape(4, 3))
+    users, frames = np.array([4, 0, 2, 0]), np.array([7, 3, 11])
+    block = model.frame_block_scorer(feats)(users, frames)
+    pairs = model.frame_scorer(feats)
+    assert block.shape == (4, 3)
+    assert np.allclose(block, [[pairs(np.array([u]), np.array([f]))[0] for f in frames] for u in users], atol=1e-5)

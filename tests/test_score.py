@@ -16,7 +16,7 @@ from kfr_spark.config import DatasetConfig
 from kfr_spark.dataset import build_dataset
 from kfr_spark.ledger import JobRun
 from kfr_spark.models import KeyFrameRecommender
-from kfr_spark.score import rank_pairs, score_users
+from kfr_spark.score import rank_video, score_users
 from kfr_spark.train import train_model
 
 pytestmark = pytest.mark.spark
@@ -138,10 +138,17 @@ def test_item_top_n_candidates_are_the_item_models_best_unseen_videos(spark, ser
 def test_ranking_is_by_score_with_ties_to_the_earlier_shot():
     import pandas as pd
 
-    pdf = pd.DataFrame({"user_id": ["a", "b"], "user_idx": [0, 1], "video_id": ["v", "w"],
-                        "frames": [np.array([10, 11, 12]), np.array([20, 21])],
-                        "shots": [np.array([0, 1, 2]), np.array([5, 6])]})
-    scores = {10: 0.5, 11: 0.9, 12: 0.9, 20: 0.1, 21: 0.2}
-    out = rank_pairs(pdf, lambda users, frames: np.array([scores[f] for f in frames]), keep=2, chunk=2)
+    pairs = pd.DataFrame({"user_id": ["a", "b", "c"], "user_idx": [0, 1, 2], "video_id": "v"})
+    by_user = {0: [0.5, 0.9, 0.9], 1: [0.1, 0.2, 0.0], 2: [0.3, 0.3, 0.3]}
+    calls = []
+
+    def block(users, frames):
+        calls.append(len(users))
+        return np.array([by_user[u] for u in users])
+
+    out = rank_video(pairs, frames=np.array([10, 11, 12]), shots=np.array([0, 1, 2]), block_fn=block, keep=2,
+                     max_scores=6)
     assert list(zip(out["user_id"], out["rank"], out["shot_idx"], strict=True)) == [
-        ("a", 1, 1), ("a", 2, 2), ("b", 1, 6), ("b", 2, 5)]
+        ("a", 1, 1), ("a", 2, 2), ("b", 1, 1), ("b", 2, 0), ("c", 1, 0), ("c", 2, 1)]
+    assert (out["video_id"] == "v").all() and out["score"].tolist()[:2] == [0.9, 0.9]
+    assert calls == [2, 1]  # at most max_scores scores per model call

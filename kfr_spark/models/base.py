@@ -140,6 +140,18 @@ class KeyFrameRecommender(nn.Module):
 
         return score
 
+    def frame_block_scorer(self, features: Any | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """A function (users (U,), frames (K,)) → scores (U, K): many users against the same key frames (one
+        video's), the shape batch scoring has. This default scores the grid as pairs; models whose score is a
+        product of a user side and a frame side override it with one broadcast product or matrix product."""
+        pairs = self.frame_scorer(features)
+
+        def score(users: np.ndarray, frames: np.ndarray) -> np.ndarray:
+            grid = pairs(np.repeat(users, len(frames)), np.tile(frames, len(users)))
+            return np.asarray(grid).reshape(len(users), len(frames))
+
+        return score
+
     item_tables: ClassVar[tuple[str, ...]] = ()  # per-item embedding tables (attribute names), for fill_unseen_items
 
     def fill_unseen_items(self, seen: Any) -> int:

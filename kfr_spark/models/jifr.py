@@ -184,16 +184,30 @@ class JIFR(KeyFrameRecommender):
             return (w * self.P(feats)).sum(-1)
 
 
+    def _frame_side(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.P(self.frame_features)
+
     def frame_scorer(self, features: Any | None = None):
         """l̂_ak = w_a · (P c_k) with P c_k computed once for every frame the model holds; `features` is not needed
         (the frames travel inside the model) and is ignored."""
-        with torch.no_grad():
-            projected = self.P(self.frame_features)
+        projected = self._frame_side()
 
         def score(users, frames):
             with torch.no_grad():
                 w = self.Wv(torch.as_tensor(users, dtype=torch.long, device=projected.device))
                 return (w * projected[torch.as_tensor(frames, dtype=torch.long)]).sum(-1).cpu().numpy()
+
+        return score
+
+    def frame_block_scorer(self, features: Any | None = None):
+        """W_users (U, d) @ (P c_frames)ᵀ (d, K): one matrix product per block."""
+        projected = self._frame_side()
+
+        def score(users, frames):
+            with torch.no_grad():
+                w = self.Wv(torch.as_tensor(users, dtype=torch.long, device=projected.device))
+                return (w @ projected[torch.as_tensor(frames, dtype=torch.long)].T).cpu().numpy()
 
         return score
 

@@ -113,28 +113,46 @@ class _KFRModel(KeyFrameRecommender):
         es, _, _ = self.preference_embeddings(user_idx, item_idx, features)
         return self._logit_from(es)
 
-    def frame_scorer(self, features=None):
-        """q*_k = q_k ⊙ W_img v_k once per frame (in chunks, from a memory map), then per pair only p_u ⊙ q*_k and the
-        tower: batch scoring costs O(dim²) per pair instead of O(F·dim)."""
+    def _frame_side(self, features) -> torch.Tensor:
+        """q*_k = q_k ⊙ W_img v_k for every frame (in chunks, from a memory map): what no user changes."""
         import numpy as np
 
         if self.W_img is not None and features is None:
             raise ValueError(f"{self.name} needs the key frames' features")
         with torch.no_grad():
             if self.W_img is None:
-                q_star = self.item.weight.detach()
-            else:
-                n = min(self.n_items, len(features))
-                q_star = torch.cat([self.item.weight[a:b] * self.W_img(torch.as_tensor(np.asarray(features[a:b]),
-                                                                                    dtype=torch.float32))
-                                    for a in range(0, n, 65536) for b in [min(n, a + 65536)]])
+                return self.item.weight.detach()
+            n = min(self.n_items, len(features))
+            return torch.cat([self.item.weight[a:b] * self.W_img(torch.as_tensor(np.asarray(features[a:b]),
+                                                                                 dtype=torch.float32))
+                              for a in range(0, n, 65536) for b in [min(n, a + 65536)]])
+
+    def _tower_logit(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.tower:
+            x = F.relu(layer(x))
+        return self._logit_from([x])
+
+    def frame_scorer(self, features=None):
+        """q*_k once per frame, then per pair only p_u ⊙ q*_k and the tower: batch scoring costs O(dim²) per pair
+        instead of O(F·dim)."""
+        q_star = self._frame_side(features)
 
         def score(users, frames):
             with torch.no_grad():
                 x = self.user(torch.as_tensor(users, dtype=torch.long)) * q_star[torch.as_tensor(frames, dtype=torch.long)]
-                for layer in self.tower:
-                    x = F.relu(layer(x))
-                return self._logit_from([x]).numpy()
+                return self._tower_logit(x).numpy()
+
+        return score
+
+    def frame_block_scorer(self, features=None):
+        """p_u ⊙ q*_k for a block of users × one video's frames as one broadcast product (no per-pair gather)."""
+        q_star = self._frame_side(features)
+
+        def score(users, frames):
+            with torch.no_grad():
+                p = self.user(torch.as_tensor(users, dtype=torch.long))
+                q = q_star[torch.as_tensor(frames, dtype=torch.long)]
+                return self._tower_logit(p[:, None, :] * q[None, :, :]).numpy()
 
         return score
 
