@@ -153,9 +153,8 @@ def classify(comments: DataFrame, extents: DataFrame, cfg: AlignConfig) -> DataF
     """Each comment with its video's extent and `reason`: null when it can be aligned, else why it cannot.
 
     The extents are one row per video, small beside the comments, so they are broadcast: no comment moves."""
-    t = F.col("video_time_s")
-    outside = F.isnan(t) | (t < 0) | (t > F.col("end_s") + F.lit(float(cfg.end_tolerance_s))) | \
-        (t == F.lit(float("inf"))) | (t == F.lit(float("-inf")))
+    t = F.col("video_time_s")  # ±infinity fall on the wrong side of 0 or of the end; NaN is said outright
+    outside = F.isnan(t) | (t < 0) | (t > F.col("end_s") + F.lit(float(cfg.end_tolerance_s)))
     return comments.join(F.broadcast(extents), "video_id", "left").withColumn(
         "reason",
         F.when(F.col("end_s").isNull(), F.lit("unknown_video"))

@@ -113,6 +113,10 @@ def _loaded(model_path: str, features_path: str | None):
     return _WORKER_CACHE[key]
 
 
+def _no_ranks() -> pd.DataFrame:
+    return pd.DataFrame({f.name: [] for f in _RANKED.fields})
+
+
 def rank_block(user_ids: np.ndarray, scores: np.ndarray, shots: np.ndarray, keep: int) -> dict[str, np.ndarray]:
     """Scores (U users, K frames of one video, frames in shot order) → each user's top `keep` (0: all), best
     first; equal scores go to the earlier shot (a stable sort over columns already in shot order)."""
@@ -137,7 +141,7 @@ def rank_video(pairs: pd.DataFrame, frames: np.ndarray, shots: np.ndarray, block
         scores = np.asarray(block_fn(user_idx[start:end], frames), dtype=np.float64)
         parts.append(rank_block(user_ids[start:end], scores, shots, keep))
     if not parts:
-        return pd.DataFrame({f.name: [] for f in _RANKED.fields})
+        return _no_ranks()
     out = pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     return out.assign(video_id=pairs["video_id"].iloc[0])[[f.name for f in _RANKED.fields]]
 
@@ -147,7 +151,7 @@ def _ranker(model: ServingModel, cfg: ScoreConfig):
 
     def run(pairs: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:
         if pairs.empty or video.empty:
-            return pd.DataFrame({f.name: [] for f in _RANKED.fields})
+            return _no_ranks()
         _, block_fn = _loaded(path, feats)
         frames = np.asarray(video["frames"].iloc[0], dtype=np.int64)
         shots = np.asarray(video["shots"].iloc[0], dtype=np.int64)

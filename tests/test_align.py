@@ -122,7 +122,7 @@ def _random_case(rng: np.random.Generator, texts: list[str]):
         ends = np.append(starts[1:], starts[-1] + rng.uniform(0, 20))
         shot_rows += [(vid, i, float(s), float(e)) for i, (s, e) in enumerate(zip(starts, ends))]
         edge = list(starts[rng.integers(0, len(starts), 5)]) + [float(ends[-1]), float(ends[-1]) + 0.99]
-        times = list(rng.uniform(-5, ends[-1] + 5, 60)) + [float("nan")]
+        times = list(rng.uniform(-5, ends[-1] + 5, 60)) + [float("nan"), float("inf"), float("-inf")]
         comment_rows += [(vid, float(t), texts[rng.integers(0, len(texts))]) for t in times]
         comment_rows += [(vid, float(t), "！！") for t in edge]  # no typing delay: exactly on a boundary
     comment_rows += [("v_no_shots", 3.0, "好")]
