@@ -75,6 +75,10 @@ class IngestConfig(_Section):
     max_special_chars: int = Field(default=131072, ge=1, description="bound for mode-7/8 payloads (JSON, code)")
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     max_video_time_s: float = Field(default=24 * 3600.0, gt=0)
+    # A symbolic link in the inbox whose target lies outside every input path is refused unread (reject
+    # link_outside_inputs): otherwise anyone who can write a link there can copy any file the job can read,
+    # /etc/passwd say, into bronze.tsc_rejects.raw. Links that stay inside the inputs are always followed.
+    allow_links_outside_inputs: bool = False
     # Files per Spark task is derived from the input size; this bounds the partition size in bytes.
     target_partition_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 

@@ -9,6 +9,7 @@ ingesting the same files twice changes nothing and a new file adds only its new 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, OPS_INGESTED_FILES
 from kfr_spark.config import ConfigError, IngestConfig, KfrConfig
 from kfr_spark.ledger import JobRun
 from kfr_spark.session import session_conf
+from kfr_spark.tsc_formats import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +208,36 @@ def read_settings(total_bytes: int, cfg: IngestConfig, cores: int) -> dict[str, 
 class Listing:
     files: int
     total_bytes: int
-    unreadable: list[tuple[str, str, str]]  # (path, reason, detail): empty and oversized files only
+    unreadable: list[tuple[str, str, str]]  # (path, reason, detail): files refused before any read
     unreadable_files: list[tuple[str, int, int]] = field(default_factory=list)  # (path, length, mtime ms) of those
 
+    @property
+    def refused_links(self) -> list[str]:
+        """Paths the read must skip: the scans would otherwise follow these links out of the inputs."""
+        return [path for path, reason, _ in self.unreadable if reason == RejectReason.LINK_OUTSIDE_INPUTS.value]
 
-def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Listing:
+
+def _local_path(uri: str) -> str | None:
+    """The local file system path of a Hadoop path string (``file:/x``, ``file:///x`` or ``/x``); None elsewhere."""
+    if uri.startswith("file:"):
+        return "/" + uri[len("file:"):].lstrip("/")
+    return None if "://" in uri else uri
+
+
+def _outside(real: str, roots: list[str]) -> bool:
+    return not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int, roots: list[str] | None = None,
+               allow_links_outside: bool = False) -> Listing:
     """Walk the inputs with Hadoop's FileSystem (any scheme), keeping only counts and the files that cannot
-    be parsed. Spark's file scans silently skip zero-length files, so they must be found here to be rejected."""
+    be parsed. Spark's file scans silently skip zero-length files, so they must be found here to be rejected.
+
+    A local file whose real path is outside every root (``roots``, by default ``paths``) got there through a
+    symbolic link; unless ``allow_links_outside``, it is refused here and the read skips it."""
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    real_roots = [os.path.realpath(local) for local in map(_local_path, roots or paths) if local is not None]
     files = total = 0
     unreadable: list[tuple[str, str, str]] = []
     unreadable_files: list[tuple[str, int, int]] = []
@@ -232,14 +255,19 @@ def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int) -> Li
                 continue
             files += 1
             total += length
-            if length == 0:
-                unreadable.append((status.getPath().toString(), "empty_file", "file has no bytes"))
+            uri = status.getPath().toString()
+            local = _local_path(uri)
+            if not allow_links_outside and local is not None and _outside(os.path.realpath(local), real_roots):
+                unreadable.append((uri, RejectReason.LINK_OUTSIDE_INPUTS.value,
+                                   "a symbolic link that leads outside the input paths (ingest.allow_links_outside_"
+                                   "inputs reads it)"))
+            elif length == 0:
+                unreadable.append((uri, "empty_file", "file has no bytes"))
             elif length > max_file_bytes:
-                unreadable.append((status.getPath().toString(), "oversized_file",
-                                   f"file of {length} bytes exceeds {max_file_bytes}"))
+                unreadable.append((uri, "oversized_file", f"file of {length} bytes exceeds {max_file_bytes}"))
             else:
                 continue
-            unreadable_files.append((status.getPath().toString(), int(length), int(status.getModificationTime())))
+            unreadable_files.append((uri, int(length), int(status.getModificationTime())))
     return Listing(files, total, unreadable, unreadable_files)
 
 
@@ -255,12 +283,13 @@ def file_metadata(spark: SparkSession, paths: list[str], listing: Listing) -> Da
     return listed
 
 
-def new_files(spark: SparkSession, lake: Lakehouse, paths: list[str], max_file_bytes: int
+def new_files(spark: SparkSession, lake: Lakehouse, paths: list[str], cfg: IngestConfig
               ) -> tuple[DataFrame, list[str]]:
     """The files under `paths` that ops.ingested_files does not hold as they are now (new, or changed length or
     modification time): their metadata rows, and their paths. The paths of one night's new files come to the
     driver, never those of the files already ingested."""
-    listed = file_metadata(spark, paths, list_files(spark, paths, max_file_bytes))
+    listed = file_metadata(spark, paths, list_files(spark, paths, cfg.max_file_bytes,
+                                                    allow_links_outside=cfg.allow_links_outside_inputs))
     if delta_io.table_exists(spark, lake, OPS_INGESTED_FILES.name):
         done = delta_io.read_table(spark, lake, OPS_INGESTED_FILES.name).select("path", "length", "modification_time")
         listed = listed.join(done, ["path", "length", "modification_time"], "left_anti")
@@ -273,15 +302,18 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
     """Parse every comment file under `paths` into bronze (or, `only_new`, the files not ingested as they are
     now); every file read is recorded in ops.ingested_files."""
     if only_new:
-        files, fresh = new_files(spark, lake, paths, cfg.max_file_bytes)
+        files, fresh = new_files(spark, lake, paths, cfg)
         log.info("ingest: %d new or changed files under %s", len(fresh), _shown(paths))
         if not fresh:
             files.unpersist()
             run.metrics.update({"input_files": 0, "input_bytes": 0})
             return IngestSummary(files=0, records=0, comments_inserted=0, rejects_inserted=0, rejects_by_reason={})
-        summary = _ingest(spark, lake, cfg, fresh, run)
+        # the new files are listed again, each on its own: their links are judged against the inputs as given
+        listing = list_files(spark, fresh, cfg.max_file_bytes, roots=paths,
+                             allow_links_outside=cfg.allow_links_outside_inputs)
+        summary = _ingest(spark, lake, cfg, fresh, run, listing)
     else:
-        listing = list_files(spark, paths, cfg.max_file_bytes)
+        listing = list_files(spark, paths, cfg.max_file_bytes, allow_links_outside=cfg.allow_links_outside_inputs)
         summary = _ingest(spark, lake, cfg, paths, run, listing)
         files = file_metadata(spark, paths, listing)
     written = delta_io.merge_upsert(spark, lake, OPS_INGESTED_FILES.name,
@@ -297,8 +329,7 @@ def _shown(paths: list[str]) -> str:
 
 
 def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list[str], run: JobRun,
-            listing: Listing | None = None) -> IngestSummary:
-    listing = listing or list_files(spark, paths, cfg.max_file_bytes)
+            listing: Listing) -> IngestSummary:
     n_files, total_bytes = listing.files, listing.total_bytes
     log.info("ingest: %d files, %.1f MB under %s", n_files, total_bytes / 1e6, _shown(paths))
     run.metrics["input_files"] = n_files
@@ -317,8 +348,10 @@ def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list
             .option("ignoreMissingFiles", "true")
             .load(paths)
             .filter(F.col("length") <= cfg.max_file_bytes)
-            .select("path", "content")
         )
+        if listing.refused_links:
+            contents = contents.filter(~F.col("path").isin(listing.refused_links))
+        contents = contents.select("path", "content")
         parsed = contents.mapInArrow(parse_partition(cfg), schema=PARSED_SCHEMA).unionByName(unreadable)
         parsed = parsed.persist()
         counts = {row["kind"]: int(row["n"]) for row in parsed.groupBy("kind").agg(F.count("*").alias("n")).collect()}

@@ -161,7 +161,7 @@ def _new_comment_files(spark: SparkSession, lake: Lakehouse, config: KfrConfig) 
     paths = [p for p in config.ingest.input_paths if "://" in p or Path(p).exists()]
     if not paths:
         raise ConfigError("nightly: ingest.input_paths is empty or missing: where do new comment files land?")
-    files, fresh = new_files(spark, lake, paths, config.ingest.max_file_bytes)
+    files, fresh = new_files(spark, lake, paths, config.ingest)
     files.unpersist()
     return sorted(fresh)  # nothing new → the same fingerprint as the last successful ingest
 

@@ -167,11 +167,15 @@ class RejectReason(str, enum.Enum):
     duplicate            comment id already used by a kept comment earlier in the file
     video_id_mismatch    generic row whose video_id differs from the file's first video_id
     internal_error       a parser bug caught by the last-resort guard; should never appear (file)
+    link_outside_inputs  a symbolic link (or a file under a linked folder) whose real path lies
+                         outside every input path; refused unread unless
+                         ``ingest.allow_links_outside_inputs`` (file)
     ===================  ============================================================================
     """
 
     EMPTY_FILE = "empty_file"
     OVERSIZED_FILE = "oversized_file"
+    LINK_OUTSIDE_INPUTS = "link_outside_inputs"
     BINARY_FILE = "binary_file"
     UNKNOWN_FORMAT = "unknown_format"
     XML_FORBIDDEN = "xml_forbidden"

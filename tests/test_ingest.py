@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from kfr_spark import delta_io
+from kfr_spark.catalog import Lakehouse
 from kfr_spark.ingest import ingest_files
 from kfr_spark.ledger import JobRun
 
@@ -182,3 +183,37 @@ def test_only_new_reads_the_files_not_ingested_as_they_are_now(spark, lake, base
     assert delta_io.read_table(spark, lake, "bronze.tsc").count() == 3
     recorded = {Path(r["path"]).name for r in delta_io.read_table(spark, lake, "ops.ingested_files").collect()}
     assert recorded == {"a.xml", "b.xml", "empty.xml"}
+
+
+@pytest.mark.parametrize("only_new", [False, True], ids=["full", "only_new"])
+def test_a_link_that_leads_outside_the_inputs_is_refused_unread_unless_allowed(spark, base_config, tmp_path, only_new):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.xml").write_text('<i><d p="1.0,1,25,0,1,0,ab,1">secret-words</d></i>')
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.xml").write_text('<i><d p="1.0,1,25,0,1,0,ab,1">一</d></i>')
+    (inbox / "alias.xml").symlink_to(inbox / "a.xml")  # stays inside the inputs: followed
+    (inbox / "leak.xml").symlink_to(outside / "secret.xml")
+    (inbox / "linked").symlink_to(outside, target_is_directory=True)  # a whole folder that leads out
+
+    def run_ingest(lake_name, **settings):
+        lake = Lakehouse(tmp_path / lake_name)
+        cfg = base_config.ingest.model_copy(update={"video_id_from": "filename", **settings})
+        summary = ingest_files(spark, lake, cfg, [str(inbox)], JobRun(job="ingest", config_hash="test"),
+                               only_new=only_new)
+        return summary, lake
+
+    summary, lake = run_ingest("strict")
+    tsc = delta_io.read_table(spark, lake, "bronze.tsc")
+    rejects = delta_io.read_table(spark, lake, "bronze.tsc_rejects")
+    assert sorted(r["video_id"] for r in tsc.collect()) == ["a", "alias"]
+    assert summary.rejects_by_reason == {"link_outside_inputs": 2}
+    refused = {r["source_file"].split("/inbox/")[1]: r["raw"] for r in rejects.collect()}
+    assert refused == {"leak.xml": "", "linked/secret.xml": ""}  # not one byte of the targets is kept
+    recorded = {r["path"].split("/inbox/")[1] for r in delta_io.read_table(spark, lake, "ops.ingested_files").collect()}
+    assert recorded == {"a.xml", "alias.xml", "leak.xml", "linked/secret.xml"}  # refused once, not every night
+
+    summary, lake = run_ingest("allowing", allow_links_outside_inputs=True)
+    assert summary.rejects_by_reason == {} and summary.comments_inserted == 4
+    assert {r["text"] for r in delta_io.read_table(spark, lake, "bronze.tsc").collect()} == {"一", "secret-words"}
