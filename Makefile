@@ -23,8 +23,9 @@ test: setup  ## run the test suite (real Spark, Delta, fixtures); no slow benchm
 test-all: setup  ## the test suite including slow tests
 	$(PY) -m pytest -q
 
-test-resilience: setup  ## fault injection: killed workers, drivers and training processes, corrupt files (~7 min)
-	$(PY) -m pytest -q -s -m resilience tests/resilience
+TRIALS ?= 1
+test-resilience: setup  ## fault injection: killed workers, drivers and training processes, corrupt files (~7 min a trial; TRIALS=3)
+	KFR_RESILIENCE_TRIALS=$(TRIALS) $(PY) -m pytest -q -s -m resilience tests/resilience
 
 cluster: setup  ## start a standalone cluster on loopback, run the nightly on it and in local mode, compare tables
 	cd benchmarks && ../$(PY) cluster.py

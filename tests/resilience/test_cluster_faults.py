@@ -26,18 +26,13 @@ from pyspark.sql import functions as F
 from kfr_spark import delta_io, jars
 from kfr_spark.catalog import BRONZE_TSC, SILVER_TSC_TOKENS, Lakehouse
 from kfr_spark.standalone import StandaloneCluster, free_port, kill_tree
+from trials import TRIAL_IDS, TRIALS, kill_point, tally  # noqa: F401  (tally is a fixture)
 
 pytestmark = [pytest.mark.spark, pytest.mark.resilience, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 N_COMMENTS = 30_000
-
-
-def report(case: str, **figures) -> None:
-    """The figures the issue asks the suite to print: trials, rows checked, duplicates, lost rows."""
-    print(f"\nRESILIENCE {case}: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
-                                              for k, v in figures.items()))
 
 
 @pytest.fixture(scope="module")
@@ -116,29 +111,40 @@ def keys_and_rows(spark, lake: Lakehouse, table) -> tuple[int, int]:
     return df.count(), df.select(*table.keys).distinct().count()
 
 
-def test_a_worker_killed_while_ingest_and_tokenize_run_costs_retries_not_rows(spark, cluster, danmaku, tmp_path):
+@pytest.mark.parametrize("trial", range(TRIALS), ids=TRIAL_IDS)
+def test_a_worker_killed_while_ingest_and_tokenize_run_costs_retries_not_rows(spark, cluster, danmaku, tmp_path,
+                                                                              tally, trial):  # noqa: F811  (a fixture)
     lake = Lakehouse(tmp_path / "lakehouse")
+    place = kill_point("worker", trial)
     figures = {}
     for stage, table, trigger in (("ingest", BRONZE_TSC, r"ingest: \d+ files"),
                                   ("tokenize", SILVER_TSC_TOKENS, r"job tokenize run \w+ started")):
         job = Job(stage, lake.root, danmaku, tmp_path / f"{stage}.log", cluster.master_url, cluster.spark_conf("2g"))
         job.wait_for_line(trigger)
         job.wait_for_running_tasks()
-        killed = cluster.kill_worker(0)  # the worker and its executor die at once; a fresh worker takes the slot
-        assert killed, "the worker had no executor to kill: the fault would not have hit the job"
+        # The kill point: a random moment while tasks run (never after they stopped), on a random worker.
+        delay, victim = place.uniform(0.0, 2.0), place.randrange(2)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and job.active_tasks() > 0:
+            time.sleep(0.05)
+        killed = cluster.kill_worker(victim)  # the worker and its executor die at once; a fresh one takes the slot
+        assert killed, f"worker {victim} had no executor to kill {delay:.2f} s in: the fault would miss the job"
         assert job.wait() == 0, job.text()[-3000:]
         assert re.search(r"Lost executor|ExecutorLostFailure|Lost task", job.text()), "no task was lost"
         rows, keys = keys_and_rows(spark, lake, table)
         assert rows == keys == N_COMMENTS  # every comment exactly once
-        figures[stage] = (rows, rows - keys, N_COMMENTS - keys)
+        figures[stage] = (rows, rows - keys, N_COMMENTS - keys, f"worker {victim} at +{delay:.2f}s")
         cluster.wait_for_workers(2)
-    for stage, (rows, dups, lost) in figures.items():
-        report(f"worker killed during {stage}", trials=1, rows_checked=rows, duplicates=dups, lost_rows=lost)
+    for stage, (rows, dups, lost, where) in figures.items():
+        tally.trial(f"worker killed during {stage}", trial, rows_checked=rows, duplicates=dups, lost_rows=lost,
+                    kill_point=where)
 
 
+@pytest.mark.parametrize("trial", range(TRIALS), ids=TRIAL_IDS)
 def test_a_driver_killed_mid_delta_write_leaves_the_previous_version_and_the_rerun_is_exact(spark, danmaku,
-                                                                                            tmp_path):
+                                                                                            tmp_path, tally, trial):  # noqa: F811  (a fixture)
     lake = Lakehouse(tmp_path / "lakehouse")
+    log_dir = Path(lake.path(BRONZE_TSC.name)) / "_delta_log"
     folder = Path(lake.path(BRONZE_TSC.name))
     # The table exists (empty) before the write: its version to fall back to.
     delta_io.ensure_table(spark, lake, BRONZE_TSC.name)
@@ -150,6 +156,11 @@ def test_a_driver_killed_mid_delta_write_leaves_the_previous_version_and_the_rer
         assert job.proc.poll() is None, f"the job ended before writing:\n{job.text()[-3000:]}"
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    # The kill point: a random moment after the first data file, as long as no commit has landed.
+    delay = kill_point("driver", trial).uniform(0.0, 0.3)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and not (log_dir / f"{before + 1:020d}.json").exists():
+        time.sleep(0.01)
     job.kill()
     orphans = len(list(folder.rglob("*.parquet")))
     assert orphans > 0
@@ -162,5 +173,5 @@ def test_a_driver_killed_mid_delta_write_leaves_the_previous_version_and_the_rer
     assert rows == keys == N_COMMENTS
     runs = delta_io.read_table(spark, lake, "ops.job_runs").filter(F.col("job") == "ingest")
     assert runs.filter(F.col("status") == "succeeded").count() == 1
-    report("driver killed mid Delta write", trials=1, orphan_files_ignored=orphans, rows_checked=rows,
-           duplicates=rows - keys, lost_rows=N_COMMENTS - keys)
+    tally.trial("driver killed mid Delta write", trial, orphan_files_ignored=orphans, rows_checked=rows,
+                duplicates=rows - keys, lost_rows=N_COMMENTS - keys, kill_point=f"first data file +{delay:.2f}s")

@@ -20,6 +20,7 @@ from kfr_spark import delta_io
 from kfr_spark.ingest import ingest_files
 from kfr_spark.ledger import JobRun
 from kfr_spark.synth import SynthConfig, generate
+from trials import TRIAL_IDS, TRIALS, kill_point, tally  # noqa: F401  (tally is a fixture)
 
 pytestmark = [pytest.mark.spark, pytest.mark.resilience]
 
@@ -28,7 +29,8 @@ def comments_in(path: Path) -> int:
     return len(re.findall(rb"<d p=", path.read_bytes()))
 
 
-def test_corrupt_files_mid_batch_are_quarantined_and_the_rest_lands(spark, lake, base_config, tmp_path):
+@pytest.mark.parametrize("trial", range(TRIALS), ids=TRIAL_IDS)
+def test_corrupt_files_mid_batch_are_quarantined_and_the_rest_lands(spark, lake, base_config, tmp_path, tally, trial):  # noqa: F811  (a fixture)
     synth = tmp_path / "synth"
     generate(SynthConfig(seed=3, n_videos=9, n_users=200, n_comments=6000), synth, workers=1)
     files = sorted((synth / "danmaku").glob("*.xml"))
@@ -36,11 +38,15 @@ def test_corrupt_files_mid_batch_are_quarantined_and_the_rest_lands(spark, lake,
     landing.mkdir()
     for f in files:
         shutil.copy(f, landing / f.name)
-    # three of the nine, in the middle of the listing, go bad in three different ways
-    cut, garbage, wrong_codec = (landing / f.name for f in files[3:6])
+    # three of the nine, drawn per trial, go bad in three different ways
+    place = kill_point("corrupt", trial)
+    cut, garbage, wrong_codec = (landing / files[i].name for i in place.sample(range(len(files)), 3))
     data = cut.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])  # an upload that died halfway
-    kept_before_cut = len(re.findall(rb"<d p=[^>]*>[^<]*</d>", data[: len(data) // 2]))
+    at = int(len(data) * place.uniform(0.2, 0.8))  # an upload that died part way, on a character boundary
+    while data[at] & 0xC0 == 0x80:
+        at -= 1
+    cut.write_bytes(data[:at])
+    kept_before_cut = len(re.findall(rb"<d p=[^>]*>[^<]*</d>", data[:at]))
     garbage.write_bytes(bytes(range(256)) * 8)  # overwritten with binary
     wrong_codec.write_bytes(gzip.compress(wrong_codec.read_bytes()))  # gzipped, still named .xml
 
@@ -65,5 +71,7 @@ def test_corrupt_files_mid_batch_are_quarantined_and_the_rest_lands(spark, lake,
     assert all(r["detail"] or r["raw"] is not None for r in rejects.collect())  # each says what it saw
     assert summary.comments_inserted == tsc.count() and summary.rejects_inserted == rejects.count() >= 3
     lost = sum(comments_in(f) for f in sound) + kept_before_cut - tsc.count()
-    print(f"\nRESILIENCE corrupt files mid-batch: trials=1, files=9, quarantined=3, rows_checked={tsc.count():,}, "
-          f"duplicates=0, lost_rows={lost}")
+    tally.trial("corrupt files mid-batch", trial, files=len(files), quarantined=len(quarantined),
+                rows_checked=tsc.count(), duplicates=tsc.count() - tsc.select("source", "video_id", "comment_id")
+                .distinct().count(), lost_rows=lost,
+                bad_files=f"cut {cut.name} at {at / len(data):.0%}, binary {garbage.name}, gzip {wrong_codec.name}")
