@@ -22,6 +22,7 @@ environment variable it names). The images are written by the executors (`mapInP
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -94,14 +95,16 @@ def resized_jpegs(jpeg: bytes, widths: tuple[int, ...], quality: int) -> dict[in
     return out
 
 
-def _write_once(root: Path, relative: str, data: bytes) -> None:
+def write_once(root: Path, relative: str, data: bytes) -> None:
+    """Write a content-addressed file under root, atomically and only if absent: a reader never sees half an
+    image, a rerun rewrites nothing, and `relative` cannot lead outside root (see `inside`)."""
     target = inside(root, relative)
     if target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half an image
+    os.replace(tmp, target)
 
 
 def _image_writer(out_dir: str, widths: tuple[int, ...], quality: int):
@@ -114,7 +117,7 @@ def _image_writer(out_dir: str, widths: tuple[int, ...], quality: int):
                 for width in widths:
                     if width in encoded:
                         relative = content_path(encoded[width], width)
-                        _write_once(root, relative, encoded[width])
+                        write_once(root, relative, encoded[width])
                         rows.append((video_id, int(shot_idx), width, relative))
                     else:
                         rows.append((video_id, int(shot_idx), width, None))
@@ -151,7 +154,8 @@ def export_date(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_dat
     if cfg.max_rank:
         ranked = ranked.filter(F.col("rank") <= cfg.max_rank)
     ranked = ranked.persist()
-    try:
+    with contextlib.ExitStack() as stack:  # whatever fails, both cached frames are released
+        stack.callback(ranked.unpersist)
         if ranked.isEmpty():
             raise ConfigError(f"gold.user_keyframes has no rows for {run_date}: run kfr score --date {run_date}")
         selected = ranked.select("video_id", "shot_idx").distinct()
@@ -159,6 +163,7 @@ def export_date(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_dat
         images = (selected.join(shots, ["video_id", "shot_idx"], "left")
                   .mapInPandas(_image_writer(str(out_dir), tuple(cfg.widths), cfg.jpeg_quality), schema=_IMAGES)
                   .persist())
+        stack.callback(images.unpersist)
         written = images.filter(F.col("path").isNotNull()).count()
         missing = images.filter(F.col("path").isNull()).select("video_id", "shot_idx").distinct().count()
         if missing:
@@ -175,9 +180,6 @@ def export_date(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_dat
                             "model", "model_version"))
         manifest_dir = publish(spark, manifest, out_dir, run_date, run.run_id)
         rows = int(json.loads((manifest_dir / SUCCESS).read_text())["rows"])
-        images.unpersist()
-    finally:
-        ranked.unpersist()
     run.rows_out = rows
     run.metrics.update({"images": float(written), "missing_images": float(missing)})
     return ExportSummary(run_date=run_date, rows=rows, images=written, missing_images=missing,

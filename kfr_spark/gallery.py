@@ -64,7 +64,7 @@ def _sample_users(ranked, n: int) -> list[tuple[str, str]]:
 
 
 def _thumb(jpeg: bytes | None, out: Path, width: int) -> str | None:
-    from kfr_spark.export import _write_once, resized_jpegs
+    from kfr_spark.export import resized_jpegs, write_once
 
     if jpeg is None:
         return None
@@ -72,7 +72,7 @@ def _thumb(jpeg: bytes | None, out: Path, width: int) -> str | None:
     if encoded is None:
         return None
     name = f"images/{hashlib.sha256(encoded).hexdigest()}.jpg"
-    _write_once(out, name, encoded)  # the export's writer: atomic, once per hash, kept inside the folder
+    write_once(out, name, encoded)  # the export's writer: atomic, once per hash, kept inside the folder
     return name
 
 

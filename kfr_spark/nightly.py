@@ -40,7 +40,6 @@ from kfr_spark.catalog import (
     GOLD_USER_KEYFRAMES,
     GOLD_USERS,
     OPS_JOB_RUNS,
-    OPS_MODEL_RUNS,
     OPS_NIGHTLY_STEPS,
     SILVER_FRAME_FEATURES,
     SILVER_SHOTS,
@@ -148,10 +147,9 @@ def plan(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_date: date
 
 def _latest_run_key(spark: SparkSession, lake: Lakehouse, model: str) -> str | None:
     """The run key of the model the evaluation or scoring would use now (its newest training)."""
-    if not delta_io.table_exists(spark, lake, OPS_MODEL_RUNS.name):
-        return None
-    row = (delta_io.read_table(spark, lake, OPS_MODEL_RUNS.name).filter(F.col("model") == model.lower())
-           .orderBy(F.desc("trained_at"), F.desc("run_key")).select("run_key").first())
+    from kfr_spark.train import latest_model_run
+
+    row = latest_model_run(spark, lake, model)
     return row["run_key"] if row else None
 
 

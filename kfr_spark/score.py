@@ -38,7 +38,6 @@ from kfr_spark.catalog import (
     GOLD_ITEM_INTERACTIONS,
     GOLD_USER_KEYFRAMES,
     GOLD_USERS,
-    OPS_MODEL_RUNS,
     Lakehouse,
 )
 from kfr_spark.config import ConfigError, KfrConfig, ScoreConfig
@@ -77,11 +76,9 @@ class ServingModel:
 def serving_model(spark: SparkSession, lake: Lakehouse, name: str) -> ServingModel | None:
     """The most recently trained model of this name, from `ops.model_runs` (None: never trained)."""
     from kfr_spark.models import MODELS
+    from kfr_spark.train import latest_model_run
 
-    if not delta_io.table_exists(spark, lake, OPS_MODEL_RUNS.name):
-        return None
-    row = (delta_io.read_table(spark, lake, OPS_MODEL_RUNS.name).filter(F.col("model") == name.lower())
-           .orderBy(F.desc("trained_at"), F.desc("run_key")).first())
+    row = latest_model_run(spark, lake, name)
     if row is None or not Path(row["model_path"]).is_file():
         return None
     cls = MODELS[name.lower()]

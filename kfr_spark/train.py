@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from kfr_spark import delta_io
@@ -476,7 +476,6 @@ def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, re
                      params: dict[str, Any], run: JobRun) -> None:
     """The training's record in `ops.model_runs` (Delta, keyed by run key: a rerun of a finished training
     rewrites nothing) and in MLflow (`kfr_spark.tracking`)."""
-    from pyspark.sql import Row
 
     from kfr_spark import tracking
 
@@ -497,6 +496,15 @@ def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, re
     if mlflow_run:
         run.metrics["mlflow_logged"] = 1.0
         log.info("train: tracked as MLflow run %s in %s", mlflow_run, tracking.tracking_uri(config))
+
+
+def latest_model_run(spark: SparkSession, lake: Lakehouse, name: str) -> Row | None:
+    """The newest `ops.model_runs` row of a model name (None: never trained): the model that scoring serves and
+    whose run key the nightly's fingerprints follow."""
+    if not delta_io.table_exists(spark, lake, OPS_MODEL_RUNS.name):
+        return None
+    return (delta_io.read_table(spark, lake, OPS_MODEL_RUNS.name).filter(F.col("model") == name.lower())
+            .orderBy(F.desc("trained_at"), F.desc("run_key")).first())
 
 
 def _count_popularity(spark: SparkSession, lake: Lakehouse, shape: ModelShape, run_dir: Path, run: JobRun,
