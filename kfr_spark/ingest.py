@@ -228,13 +228,12 @@ def _outside(real: str, roots: list[str]) -> bool:
     return not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int, roots: list[str] | None = None,
-               allow_links_outside: bool = False) -> Listing:
+def list_files(spark: SparkSession, paths: list[str], cfg: IngestConfig, roots: list[str] | None = None) -> Listing:
     """Walk the inputs with Hadoop's FileSystem (any scheme), keeping only counts and the files that cannot
     be parsed. Spark's file scans silently skip zero-length files, so they must be found here to be rejected.
 
     A local file whose real path is outside every root (``roots``, by default ``paths``) got there through a
-    symbolic link; unless ``allow_links_outside``, it is refused here and the read skips it."""
+    symbolic link; unless ``cfg.allow_links_outside_inputs``, it is refused here and the read skips it."""
     jvm = spark.sparkContext._jvm
     hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
     real_roots = [os.path.realpath(local) for local in map(_local_path, roots or paths) if local is not None]
@@ -257,14 +256,15 @@ def list_files(spark: SparkSession, paths: list[str], max_file_bytes: int, roots
             total += length
             uri = status.getPath().toString()
             local = _local_path(uri)
-            if not allow_links_outside and local is not None and _outside(os.path.realpath(local), real_roots):
+            if (not cfg.allow_links_outside_inputs and local is not None
+                    and _outside(os.path.realpath(local), real_roots)):
                 unreadable.append((uri, RejectReason.LINK_OUTSIDE_INPUTS.value,
                                    "a symbolic link that leads outside the input paths (ingest.allow_links_outside_"
                                    "inputs reads it)"))
             elif length == 0:
                 unreadable.append((uri, "empty_file", "file has no bytes"))
-            elif length > max_file_bytes:
-                unreadable.append((uri, "oversized_file", f"file of {length} bytes exceeds {max_file_bytes}"))
+            elif length > cfg.max_file_bytes:
+                unreadable.append((uri, "oversized_file", f"file of {length} bytes exceeds {cfg.max_file_bytes}"))
             else:
                 continue
             unreadable_files.append((uri, int(length), int(status.getModificationTime())))
@@ -288,8 +288,7 @@ def new_files(spark: SparkSession, lake: Lakehouse, paths: list[str], cfg: Inges
     """The files under `paths` that ops.ingested_files does not hold as they are now (new, or changed length or
     modification time): their metadata rows, and their paths. The paths of one night's new files come to the
     driver, never those of the files already ingested."""
-    listed = file_metadata(spark, paths, list_files(spark, paths, cfg.max_file_bytes,
-                                                    allow_links_outside=cfg.allow_links_outside_inputs))
+    listed = file_metadata(spark, paths, list_files(spark, paths, cfg))
     if delta_io.table_exists(spark, lake, OPS_INGESTED_FILES.name):
         done = delta_io.read_table(spark, lake, OPS_INGESTED_FILES.name).select("path", "length", "modification_time")
         listed = listed.join(done, ["path", "length", "modification_time"], "left_anti")
@@ -309,11 +308,10 @@ def ingest_files(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths:
             run.metrics.update({"input_files": 0, "input_bytes": 0})
             return IngestSummary(files=0, records=0, comments_inserted=0, rejects_inserted=0, rejects_by_reason={})
         # the new files are listed again, each on its own: their links are judged against the inputs as given
-        listing = list_files(spark, fresh, cfg.max_file_bytes, roots=paths,
-                             allow_links_outside=cfg.allow_links_outside_inputs)
+        listing = list_files(spark, fresh, cfg, roots=paths)
         summary = _ingest(spark, lake, cfg, fresh, run, listing)
     else:
-        listing = list_files(spark, paths, cfg.max_file_bytes, allow_links_outside=cfg.allow_links_outside_inputs)
+        listing = list_files(spark, paths, cfg)
         summary = _ingest(spark, lake, cfg, paths, run, listing)
         files = file_metadata(spark, paths, listing)
     written = delta_io.merge_upsert(spark, lake, OPS_INGESTED_FILES.name,

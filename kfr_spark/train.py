@@ -476,7 +476,6 @@ def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, re
                      params: dict[str, Any], run: JobRun) -> None:
     """The training's record in `ops.model_runs` (Delta, keyed by run key: a rerun of a finished training
     rewrites nothing) and in MLflow (`kfr_spark.tracking`)."""
-
     from kfr_spark import tracking
 
     mlflow_run = tracking.log_training(

@@ -144,7 +144,6 @@ def test_a_worker_killed_while_ingest_and_tokenize_run_costs_retries_not_rows(sp
 def test_a_driver_killed_mid_delta_write_leaves_the_previous_version_and_the_rerun_is_exact(spark, danmaku,
                                                                                             tmp_path, tally, trial):  # noqa: F811  (a fixture)
     lake = Lakehouse(tmp_path / "lakehouse")
-    log_dir = Path(lake.path(BRONZE_TSC.name)) / "_delta_log"
     folder = Path(lake.path(BRONZE_TSC.name))
     # The table exists (empty) before the write: its version to fall back to.
     delta_io.ensure_table(spark, lake, BRONZE_TSC.name)
@@ -159,7 +158,7 @@ def test_a_driver_killed_mid_delta_write_leaves_the_previous_version_and_the_rer
     # The kill point: a random moment after the first data file, as long as no commit has landed.
     delay = kill_point("driver", trial).uniform(0.0, 0.3)
     deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and not (log_dir / f"{before + 1:020d}.json").exists():
+    while time.monotonic() < deadline and not (folder / "_delta_log" / f"{before + 1:020d}.json").exists():
         time.sleep(0.01)
     job.kill()
     orphans = len(list(folder.rglob("*.parquet")))
