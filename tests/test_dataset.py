@@ -62,6 +62,45 @@ def test_each_training_positive_gets_k_negatives_the_user_never_commented(spark,
     assert summary.sampled_negatives == sum(wanted.values())
 
 
+def _negatives_by_user(spark, lake):
+    gold = table(spark, lake, "gold.interactions")
+    commented, videos, sampled = {}, {}, {}
+    for r in gold.collect():
+        key = (r["video_id"], r["shot_idx"])
+        if r["kind"] == "sampled":
+            sampled.setdefault(r["user_id"], set()).add(key)
+        else:
+            commented.setdefault(r["user_id"], set()).add(key)
+            if r["split"] == "train" and r["label"] == 1:  # a video proposes negatives through its positives
+                videos.setdefault(r["user_id"], set()).add(r["video_id"])
+    passed_over = {u: {(v, k) for v in videos.get(u, ()) for k in range(planted_lake.N_SHOTS)} - commented[u]
+                   for u in commented}
+    return sampled, videos, passed_over
+
+
+def test_negatives_are_the_frames_a_user_passed_over_in_their_own_videos_before_any_other(spark, planted):
+    lake, _, _ = planted
+    sampled, videos, passed_over = _negatives_by_user(spark, lake)
+    topped_up = 0
+    for user, negatives in sampled.items():
+        if len(negatives) >= len(passed_over[user]):  # every frame passed over is taken, then other videos'
+            assert passed_over[user] <= negatives
+            topped_up += any(v not in videos[user] for v, _ in negatives)
+        else:  # the quota is spent inside the user's own videos
+            assert negatives <= passed_over[user]
+    assert topped_up > 0  # these short videos leave most users fewer passed-over frames than k_neg x positives
+
+
+def test_scope_all_draws_negatives_over_the_whole_catalogue(spark, lake):
+    planted_lake.build(spark, lake)
+    run_dataset(spark, lake, CFG.model_copy(update={"negative_scope": "all"}))
+    sampled, videos, _ = _negatives_by_user(spark, lake)
+    own = sum(v in videos.get(u, ()) for u, negatives in sampled.items() for v, _ in negatives)
+    total = sum(len(negatives) for negatives in sampled.values())
+    # a user comments on 5 of 40 videos: a uniform draw lands in them about one time in eight
+    assert 0 < own / total < 0.3
+
+
 def test_thirty_percent_of_each_users_positives_are_held_out_and_cold_users_never_train(spark, planted):
     lake, summary, _ = planted
     gold = table(spark, lake, "gold.interactions")
