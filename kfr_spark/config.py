@@ -218,8 +218,8 @@ class DatasetConfig(_Section):
     min_user_comments: int = Field(default=20, ge=1, description="KFRCI kept users with >= 100; small data wants fewer")
     k_neg: int = Field(default=5, ge=1, description="sampled negatives per training positive (KFRCI: 5)")
     negative_scope: Literal["watched", "all"] = Field(
-        default="watched", description="watched: sampled negatives are uncommented frames of the positive's own "
-        "video (topped up from all frames when a video runs out); all: uniform over every key frame")
+        default="watched", description="watched: sampled negatives are uncommented frames of the videos the user "
+        "liked a frame in (topped up from all frames when those run out); all: uniform over every key frame")
     test_fraction: float = Field(default=0.3, ge=0, lt=1, description="share of each user's positives held out")
     cold_user_fraction: float = Field(default=0.1, ge=0, lt=1,
                                       description="users whose frame-level data is withheld (JIFR's key frame test)")

@@ -146,9 +146,9 @@ def sampled_negatives(commented: DataFrame, frames: DataFrame, cfg: DatasetConfi
 
     A negative should be a frame the user saw and passed over. Scope "watched" draws it from the videos the user
     liked a frame in: ranking one video's key frames for its viewer is the task, and frames of videos the user never
-    opened teach mostly which videos they open. (The KFRCI paper drew uniformly, but over 11 movies that most of its users
-    had commented on, which comes to much the same.) A user who commented on nearly every frame of a short video is
-    topped up from the whole catalogue. Scope "all" draws uniformly over every key frame.
+    opened teach mostly which videos they open. (The KFRCI paper drew uniformly, but over 11 movies that most of its
+    users had commented on, which comes to much the same.) A user who commented on nearly every frame of a short
+    video is topped up from the whole catalogue. Scope "all" draws uniformly over every key frame.
 
     Under "watched" every frame of a video the user has a training positive in is a candidate, and each positive
     proposes 2·k_neg catalogue frames as top-ups; under "all" each positive proposes 4·k_neg catalogue frames.
@@ -161,11 +161,9 @@ def sampled_negatives(commented: DataFrame, frames: DataFrame, cfg: DatasetConfi
         return commented.limit(0).select("user_id", "video_id", "shot_idx")
     positives = commented.filter((F.col("split") == "train") & (F.col("label") == 1))
 
-    def draws(n: int) -> Column:
-        return F.explode(F.sequence(F.lit(0), F.lit(n - 1))).alias("_j")
-
     def catalogue(n: int) -> DataFrame:
-        return positives.select("user_id", "video_id", "shot_idx", draws(n)).select(
+        draws = F.explode(F.sequence(F.lit(0), F.lit(n - 1))).alias("_j")
+        return positives.select("user_id", "video_id", "shot_idx", draws).select(
             "user_id", F.pmod(F.xxhash64(F.lit(cfg.seed), F.lit("neg"), "user_id", "video_id", "shot_idx", "_j"),
                               F.lit(n_frames)).cast("int").alias("frame_idx"), F.lit(1).alias("_scope"))
 
