@@ -23,11 +23,25 @@ def run_dataset(spark, lake, cfg=CFG):
     return build_dataset(spark, lake, cfg, run), run
 
 
-@pytest.fixture()
-def planted(spark, lake):
+def build_planted(spark, tmp_path_factory):
+    from kfr_spark.catalog import Lakehouse
+
+    lake = Lakehouse(tmp_path_factory.mktemp("dataset") / "lakehouse")
     planted_lake.build(spark, lake)
     summary, run = run_dataset(spark, lake)
     return lake, summary, run
+
+
+@pytest.fixture(scope="module")
+def planted(spark, tmp_path_factory):
+    """One dataset run over the planted lake, shared by the tests that only read it (a build takes half a minute);
+    a test that writes to the lake takes `own_planted`."""
+    return build_planted(spark, tmp_path_factory)
+
+
+@pytest.fixture()
+def own_planted(spark, tmp_path_factory):
+    return build_planted(spark, tmp_path_factory)
 
 
 def table(spark, lake, name):
@@ -135,8 +149,8 @@ def test_frames_and_users_get_dense_stable_indices(spark, planted):
     assert sorted(r["user_idx"] for r in table(spark, lake, "gold.users").collect()) == list(range(planted_lake.N_USERS))
 
 
-def test_rerun_commits_nothing_and_another_seed_samples_differently(spark, planted):
-    lake, _, first = planted
+def test_rerun_commits_nothing_and_another_seed_samples_differently(spark, own_planted):
+    lake, _, first = own_planted
     snapshot = {name: sorted(map(tuple, table(spark, lake, name).drop("run_id").collect()))
                 for name in first.output_versions}
     summary, _ = run_dataset(spark, lake)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
 import planted_lake
 from kfr_spark import delta_io
+from kfr_spark.catalog import Lakehouse
 from kfr_spark.config import DatasetConfig
 from kfr_spark.dataset import build_dataset
 from kfr_spark.distributed import horovod_available
@@ -18,13 +21,20 @@ from kfr_spark.train import FAIL_AFTER_EPOCH_ENV, train_model
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture()
-def gold(spark, lake, config_for):
-    planted_lake.build(spark, lake)
-    cfg = DatasetConfig(min_user_comments=5, k_neg=3, cold_user_fraction=0.0, seed=5)
+def planted_gold(spark, tmp_path_factory, base_config, item_taste: bool, cold_user_fraction: float):
+    """The planted lake and its gold tables, built once per module: training and evaluation only add models, runs
+    and metrics under keys of their own, so the tests can share it (a build takes half a minute)."""
+    lake = Lakehouse(tmp_path_factory.mktemp("train") / "lakehouse")
+    planted_lake.build(spark, lake, item_taste=item_taste)
+    cfg = DatasetConfig(min_user_comments=5, k_neg=3, cold_user_fraction=cold_user_fraction, seed=5)
     build_dataset(spark, lake, cfg, JobRun(job="dataset", config_hash="test"))
-    config = config_for(lake)
-    return config.model_copy(update={"dataset": cfg})
+    lakehouse = base_config.lakehouse.model_copy(update={"root": Path(lake.root)})
+    return lake, base_config.model_copy(update={"lakehouse": lakehouse, "dataset": cfg})
+
+
+@pytest.fixture(scope="module")
+def frame_gold(spark, tmp_path_factory, base_config):
+    return planted_gold(spark, tmp_path_factory, base_config, item_taste=False, cold_user_fraction=0.0)
 
 
 def with_train(config, **settings):
@@ -56,8 +66,9 @@ def train(spark, lake, config, name, **settings):
 
 
 @pytest.mark.parametrize("name", ["kfri", "kfrci", "vbpr"])  # pointwise and pairwise rows, images and text
-def test_a_model_learns_the_planted_taste_in_one_process(spark, lake, gold, name):
-    result, run = train(spark, lake, gold, name, num_proc=1, epochs=12, batch_size=64, lr=0.03, patience=12,
+def test_a_model_learns_the_planted_taste_in_one_process(spark, frame_gold, name):
+    lake, config = frame_gold
+    result, run = train(spark, lake, config, name, num_proc=1, epochs=12, batch_size=64, lr=0.03, patience=12,
                         hyper={name: {"dim": 8}})
     model = KeyFrameRecommender.load(result.model_path)
     assert result.epochs_run >= 2 and result.processes == 1
@@ -66,13 +77,14 @@ def test_a_model_learns_the_planted_taste_in_one_process(spark, lake, gold, name
 
 
 @pytest.mark.skipif(not horovod_available(), reason="horovod is not installed")
-def test_horovod_on_two_processes_matches_one_process(spark, lake, gold):
+def test_horovod_on_two_processes_matches_one_process(spark, frame_gold):
+    lake, config = frame_gold
     # lr 0.01 puts the best validation epoch near epoch 8 (measured); at 0.03 it came at epoch 1 or 2, so which of
     # two close epochs won decided the held-out AUC, and on CI's machine it fell to 0.799.
     settings = dict(epochs=20, batch_size=64, lr=0.01, patience=5, hyper={"kfri": {"dim": 8}})
-    solo, _ = train(spark, lake, gold, "kfri", num_proc=1, **settings)
+    solo, _ = train(spark, lake, config, "kfri", num_proc=1, **settings)
     # two processes of half the batch each take the same steps over the same rows
-    duo, _ = train(spark, lake, gold, "kfri", num_proc=2, **{**settings, "batch_size": 32})
+    duo, _ = train(spark, lake, config, "kfri", num_proc=2, **{**settings, "batch_size": 32})
     assert duo.processes == 2 and solo.processes == 1
     assert duo.run_dir != solo.run_dir  # a different run: it did not just reuse the one-process model
     auc_solo = held_out_auc(spark, lake, KeyFrameRecommender.load(solo.model_path))
@@ -81,19 +93,20 @@ def test_horovod_on_two_processes_matches_one_process(spark, lake, gold):
     assert abs(duo.history[-1]["train_loss"] - solo.history[-1]["train_loss"]) < 0.25 * solo.history[0]["train_loss"]
 
 
-def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint(spark, lake, gold, monkeypatch):
+def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint(spark, frame_gold, monkeypatch):
+    lake, config = frame_gold
     settings = dict(num_proc=1, epochs=4, batch_size=64, patience=4, hyper={"kfri": {"dim": 8}})
     monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
     with pytest.raises(RuntimeError, match="fault injection"):
-        train(spark, lake, gold, "kfri", **settings)
+        train(spark, lake, config, "kfri", **settings)
     monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
-    resumed, _ = train(spark, lake, gold, "kfri", **settings)
+    resumed, _ = train(spark, lake, config, "kfri", **settings)
     assert resumed.resumed_from_epoch == 2
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
-    again, _ = train(spark, lake, gold, "kfri", **settings)  # finished: nothing left to do
+    again, _ = train(spark, lake, config, "kfri", **settings)  # finished: nothing left to do
     assert again.history == resumed.history and again.run_dir == resumed.run_dir
     # tracked once: one MLflow run and one ops.model_runs row for the run key, each epoch logged once
-    client, experiment = mlflow_client(gold)
+    client, experiment = mlflow_client(config)
     runs = client.search_runs([experiment], filter_string=f"tags.`kfr.run_key` = '{again.run_key}'")
     assert len(runs) == 1
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [0, 1, 2, 3]
@@ -115,13 +128,14 @@ def mlflow_client(config):
     return client, client.get_experiment_by_name(config.tracking.experiment).experiment_id
 
 
-def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(spark, lake, gold):
+def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(spark, frame_gold):
     from kfr_spark.evaluate import evaluate_model, paired_comparison
 
-    trained, _ = train(spark, lake, gold, "kfri", num_proc=1, epochs=6, batch_size=64, lr=0.03, patience=6,
+    lake, config = frame_gold
+    trained, _ = train(spark, lake, config, "kfri", num_proc=1, epochs=6, batch_size=64, lr=0.03, patience=6,
                        hyper={"kfri": {"dim": 8}})
     run = JobRun(job="evaluate", config_hash="test")
-    result = evaluate_model(spark, lake, gold, trained.model_path, run, eval_id="kfri-a")
+    result = evaluate_model(spark, lake, config, trained.model_path, run, eval_id="kfri-a")
     assert set(result) == {f"{m}@{k}" for m in ("f1", "ndcg") for k in (5, 10, 20)}
     assert result["ndcg@5"] > 0.7 and 0 < result["f1@5"] <= 1
     per_user = delta_io.read_table(spark, lake, "gold.eval_user_metrics").filter(F.col("eval_id") == "kfri-a")
@@ -130,12 +144,12 @@ def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(
     assert per_user.select("user_id").distinct().count() == test_users == run.rows_out
     summary = delta_io.read_table(spark, lake, "gold.eval_metrics").filter(F.col("eval_id") == "kfri-a").collect()
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["n_users"] == test_users for r in summary)
-    evaluate_model(spark, lake, gold, trained.model_path, JobRun(job="evaluate", config_hash="t"), eval_id="kfri-b")
+    evaluate_model(spark, lake, config, trained.model_path, JobRun(job="evaluate", config_hash="t"), eval_id="kfri-b")
     same = paired_comparison(spark, lake, "kfri-a", "kfri-b", "ndcg", 10)
     assert same.n_users == test_users and same.t == 0.0 and same.p_value == 1.0
 
     # the training and its evaluation are one MLflow run: parameters, epochs, input versions, artifact, metrics
-    client, experiment = mlflow_client(gold)
+    client, experiment = mlflow_client(config)
     (tracked,) = client.search_runs([experiment], filter_string=f"tags.`kfr.run_key` = '{trained.run_key}'")
     assert tracked.data.params["hyper.dim"] == "8" and tracked.data.params["train.epochs"] == "6"
     assert tracked.data.tags["kfr.input.gold.interactions"] == str(trained_inputs(spark, lake, trained))
@@ -144,8 +158,9 @@ def test_evaluation_follows_the_kfrci_protocol_and_compares_models_user_by_user(
     assert {a.path for a in client.list_artifacts(tracked.info.run_id)} == {"model.pt", "training.json"}
 
 
-def test_most_popular_counts_training_positives_and_ranks_by_them(spark, lake, gold):
-    result, _ = train(spark, lake, gold, "most_popular")
+def test_most_popular_counts_training_positives_and_ranks_by_them(spark, frame_gold):
+    lake, config = frame_gold
+    result, _ = train(spark, lake, config, "most_popular")
     model = KeyFrameRecommender.load(result.model_path)
     frames = {(r["video_id"], r["shot_idx"]): r["frame_idx"] for r in delta_io.read_table(spark, lake, "gold.frames").collect()}
     positives = (delta_io.read_table(spark, lake, "gold.interactions")
@@ -158,22 +173,20 @@ def test_most_popular_counts_training_positives_and_ranks_by_them(spark, lake, g
     assert np.array_equal(scores, expected.astype(np.float32))  # the same ranking for every user
 
 
-@pytest.fixture()
-def item_gold(spark, lake, config_for):
+@pytest.fixture(scope="module")
+def item_gold(spark, tmp_path_factory, base_config):
     """The planted lake with the taste at item level too, and a third of the users cold (no frame-level data)."""
-    planted_lake.build(spark, lake, item_taste=True)
-    cfg = DatasetConfig(min_user_comments=5, k_neg=3, cold_user_fraction=0.3, seed=5)
-    build_dataset(spark, lake, cfg, JobRun(job="dataset", config_hash="test"))
-    return config_for(lake).model_copy(update={"dataset": cfg})
+    return planted_gold(spark, tmp_path_factory, base_config, item_taste=True, cold_user_fraction=0.3)
 
 
 @pytest.mark.parametrize(("name", "procs"), [("jifr", 2), ("jifr_na", 1)])
-def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, lake, item_gold, name, procs):
+def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, item_gold, name, procs):
     from kfr_spark.evaluate import evaluate_model
 
+    lake, config = item_gold
     if procs > 1 and not horovod_available():
         pytest.skip("horovod is not installed")
-    result, run = train(spark, lake, item_gold, name, num_proc=procs, epochs=15, batch_size=32 // procs, lr=0.03,
+    result, run = train(spark, lake, config, name, num_proc=procs, epochs=15, batch_size=32 // procs, lr=0.03,
                         patience=15, item_negatives=4, hyper={name: {"dim": 8}})
     assert result.processes == procs
     model = KeyFrameRecommender.load(result.model_path)
@@ -182,7 +195,7 @@ def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, la
     # every video's frames travel inside the model: it scores items and key frames with nothing else
     assert model.item_frames.shape == (planted_lake.N_VIDEOS, planted_lake.N_SHOTS)
 
-    metrics = evaluate_model(spark, lake, item_gold, result.model_path, JobRun(job="evaluate", config_hash="t"),
+    metrics = evaluate_model(spark, lake, config, result.model_path, JobRun(job="evaluate", config_hash="t"),
                              eval_id=name)
     scores = delta_io.read_table(spark, lake, "gold.eval_user_metrics")
     assert {f"item_{m}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20)} <= set(metrics)
@@ -198,10 +211,11 @@ def test_jifr_learns_from_videos_alone_and_ranks_cold_users_key_frames(spark, la
     assert 0 < cold == scored.count()
 
 
-def test_item_negatives_are_unrated_videos_and_the_same_on_every_run(spark, lake, item_gold):
+def test_item_negatives_are_unrated_videos_and_the_same_on_every_run(spark, item_gold):
     from kfr_spark.train import item_level_rows
 
-    cfg = item_gold.train.model_copy(update={"item_negatives": 6})
+    lake, config = item_gold
+    cfg = config.train.model_copy(update={"item_negatives": 6})
     rows = item_level_rows(spark, lake, cfg)
     users = {r["user_idx"]: r["user_id"] for r in delta_io.read_table(spark, lake, "gold.users").collect()}
     items = {r["video_id"]: r["item_idx"] for r in delta_io.read_table(spark, lake, "gold.frames").collect()}
