@@ -14,7 +14,7 @@ script prints:
 * paired t-tests across users: KFRCI against every other model on NDCG@10 and F1@10, and every model that uses
   images or text against every model that uses neither — "yes" when better with p < 0.01;
 * JIFR protocol: item HR/NDCG@K, key frame HR@K for cold users against a random frame's, and the ratio at K = 3;
-* a figure (`benchmarks/out/reproduce-<size>.png`).
+* a figure (`benchmarks/out/<the dataset folder>.png`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from kfr_spark.config import DatasetConfig  # noqa: E402
 
 FRAME_MODELS = ("most_popular", "pmf", "bpr", "vbpr", "kfri", "kfrc", "kfrci")
 ITEM_MODELS = ("jifr", "jifr_na")
@@ -38,9 +39,13 @@ def dataset(args) -> tuple[Path, Path]:
     """(synthetic data folder, lakehouse) for this size, built through the pipeline once."""
     from kfr_spark.synth import SynthConfig, generate
 
+    default_scope = DatasetConfig.model_fields["negative_scope"].default
     name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + (
         f"-t{args.video_taste:g}" if args.video_taste != 1.0 else "")
     root = common.OUT / name
+    if args.negative_scope != default_scope:
+        root = root.with_name(f"{name}-n{args.negative_scope}")
+        seed_from_default_scope(common.OUT / name, root)
     synth, lake = root / "synth", root / "lakehouse"
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
                          duration_s=(90.0, 180.0), fps=10, with_video=True, video_taste_strength=args.video_taste)
@@ -52,7 +57,8 @@ def dataset(args) -> tuple[Path, Path]:
         ("align", ["align"]),
         ("tokenize", ["tokenize"]),
         ("features", ["features"]),
-        ("dataset", ["dataset", "--set", f"dataset.min_user_comments={args.min_user_comments}"]),
+        ("dataset", ["dataset", "--set", f"dataset.min_user_comments={args.min_user_comments}",
+                     "--set", f"dataset.negative_scope={args.negative_scope}"]),
     ]
     for stage, action in stages:
         marker = root / f".{stage}.done"
@@ -68,6 +74,22 @@ def dataset(args) -> tuple[Path, Path]:
         marker.write_text(json.dumps({"seconds": seconds}))
         print(f"  {stage}: {seconds:.0f}s {out.strip().splitlines()[-1] if out.strip() else ''}", flush=True)
     return synth, lake
+
+
+def seed_from_default_scope(default_root: Path, root: Path) -> None:
+    """Start another negative scope's lakehouse from the default one's bronze and silver tables: everything before
+    the dataset stage is the same, and it is most of the run's time. Only a new folder is seeded."""
+    import shutil
+
+    if root.exists() or not (default_root / ".features.done").exists():
+        return
+    root.mkdir(parents=True)
+    for layer in ("bronze", "silver"):
+        shutil.copytree(default_root / "lakehouse" / layer, root / "lakehouse" / layer)
+    for marker in default_root.glob(".*.done"):
+        if marker.name != ".dataset.done":
+            shutil.copy(marker, root / marker.name)
+    print(f"  seeded from {default_root.name} (bronze, silver)", flush=True)
 
 
 def train_and_evaluate(lake: Path, model: str, args) -> dict:
@@ -186,6 +208,10 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--num-proc", type=int, default=2, help="Horovod processes per training")
+    parser.add_argument("--negative-scope", choices=("watched", "all"),
+                        default=DatasetConfig.model_fields["negative_scope"].default,
+                        help="dataset.negative_scope; another scope than the default gets its own lakehouse, seeded "
+                             "from the default one's bronze and silver tables when those are built")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
 
@@ -196,7 +222,7 @@ def main() -> int:
     for model in models:
         print(f"== {model}", flush=True)
         timings[model] = train_and_evaluate(lake, model, args)
-    report(lake, models, timings, common.OUT / f"reproduce-{args.comments}.png")
+    report(lake, models, timings, common.OUT / f"{lake.parent.name}.png")
     print(f"\ntotal {time.perf_counter() - started:.0f}s")
     return 0
 
