@@ -101,6 +101,10 @@ def ceilings(spark, root: Path) -> dict[tuple[str, str, int], float]:
 
     from kfr_spark.synth.generate import MANIFEST
 
+    if __name__ != "__main__":  # imported (by reproduce.py): the executors cannot import this folder's modules
+        from pyspark import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     weights = taste_weights(json.loads((root / "synth" / MANIFEST).read_text())["config"])
     per_user = planted_candidates(spark, root, weights).groupBy("user_id").applyInPandas(
         user_ceilings, schema="scorer string, metric string, k int, value double")

@@ -11,6 +11,7 @@ delete the folder to start over). Then every model is trained (`kfr train`) and 
 script prints:
 
 * KFRCI protocol (frame-level models): F1@K, NDCG@K per model with 95 % intervals;
+* the same queries' ceilings, ranked by the planted exposure and taste (`oracle.py`);
 * paired t-tests across users: KFRCI against every other model on NDCG@10 and F1@10, and every model that uses
   images or text against every model that uses neither — "yes" when better with p < 0.01;
 * JIFR protocol: item HR/NDCG@K, key frame HR@K for cold users against a random frame's, and the ratio at K = 3;
@@ -27,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import oracle  # noqa: E402
 from kfr_spark.config import DatasetConfig  # noqa: E402
+from kfr_spark.synth import SynthConfig  # noqa: E402
 
 FRAME_MODELS = ("most_popular", "pmf", "bpr", "vbpr", "kfri", "kfrc", "kfrci")
 ITEM_MODELS = ("jifr", "jifr_na")
@@ -37,18 +40,20 @@ USES_NEITHER = {"most_popular", "pmf", "bpr"}
 
 def dataset(args) -> tuple[Path, Path]:
     """(synthetic data folder, lakehouse) for this size, built through the pipeline once."""
-    from kfr_spark.synth import SynthConfig, generate
+    from kfr_spark.synth import generate
 
     default_scope = DatasetConfig.model_fields["negative_scope"].default
     name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + (
-        f"-t{args.video_taste:g}" if args.video_taste != 1.0 else "")
+        f"-t{args.video_taste:g}" if args.video_taste != 1.0 else "") + (
+        f"-l{args.like_weight:g}" if args.like_weight != SynthConfig.like_weight else "")
     root = common.OUT / name
     if args.negative_scope != default_scope:
         root = root.with_name(f"{name}-n{args.negative_scope}")
         seed_from_default_scope(common.OUT / name, root)
     synth, lake = root / "synth", root / "lakehouse"
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
-                         duration_s=(90.0, 180.0), fps=10, with_video=True, video_taste_strength=args.video_taste)
+                         duration_s=(90.0, 180.0), fps=10, with_video=True, video_taste_strength=args.video_taste,
+                         like_weight=args.like_weight)
     stages = [
         ("synth", lambda: generate(config, synth, workers=None)),
         ("ingest", ["ingest", "--set", f"ingest.input_paths=[{synth / 'danmaku'}]"]),
@@ -127,6 +132,9 @@ def report(lake: Path, models: list[str], timings: dict, figure: Path) -> None:
         cells = [f"{table[(m, x, k)]['value']:.4f}" for x in ("f1", "ndcg") for k in (5, 10, 20)]
         print(f"| {m} | {' | '.join(cells)} | {table[(m, 'ndcg', 10)]['n_users']} | {timings[m]['train_s']:.0f} |")
 
+    print("\nThe same queries ranked by what the generator planted (benchmarks/oracle.py); planted = the ceiling")
+    oracle.print_table(oracle.ceilings(spark, lake.parent))
+
     print("\nPaired t-tests across users (two-sided; 'yes' = first is better with p < 0.01)")
     print("| comparison | metric | n | mean a | mean b | t | p | better |")
     print("|---|---|---|---|---|---|---|---|")
@@ -202,6 +210,9 @@ def main() -> int:
     parser.add_argument("--video-taste", type=float, default=1.0,
                         help="how strongly users pick videos by taste (the generator's video_taste_strength): at 1 a "
                              "video's audience shares its taste, which makes the most popular frame a strong answer")
+    parser.add_argument("--like-weight", type=float, default=SynthConfig.like_weight,
+                        help="the generator's like_weight: how much more often a user comments on a shot of a liked "
+                             "concept than a neutral one; the personal headroom over MostPopular grows with it")
     parser.add_argument("--models", default=",".join(FRAME_MODELS + ITEM_MODELS))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1024)
