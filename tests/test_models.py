@@ -293,6 +293,7 @@ def _kfrci_reference_loss(params: dict[str, np.ndarray], batch: dict[str, np.nda
 
 
 def _tiny_kfrci(**hyper) -> KFRCI:
+    hyper.setdefault("activation", "relu")  # Eq. 10 as the paper writes it, which the numpy reference computes
     model = build_model("kfrci", n_users=2, n_items=3, feature_dim=3, vocab_size=6, dim=4, layers=[3, 2],
                         word_dim=2, hidden=3, **hyper)
     rng = np.random.default_rng(42)
@@ -370,6 +371,45 @@ def test_kfrci_every_init_layer_trains(init):
     assert model.lstm.weight_ih_l0.grad.abs().sum() > 0 and model.user.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError):
         build_model("kfrci", n_users=3, n_items=4, feature_dim=5, vocab_size=7, dim=16, init=4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_kfrci_tower_pushed_below_zero_is_dead_with_relu_and_recovers_with_leaky_relu(activation):
+    """Eq. 10's bias-free ReLU tower: once the last layer maps every input below zero, every pair scores 0 and no
+    gradient reaches the tower or the embeddings through the rating term; leaky_relu keeps both alive."""
+    model = build_model("kfrci", n_users=3, n_items=4, feature_dim=5, vocab_size=7, dim=16, activation=activation)
+    with torch.no_grad():
+        last = model.tower[-1].weight
+        last.copy_(-last.abs())  # e_{D-1} ≥ 0 after a ReLU, so W_D e_{D-1} ≤ 0 for every pair
+    batch = {"user": torch.tensor([0, 1, 2, 0]), "frame": torch.tensor([0, 1, 3, 2]),
+             "label": torch.tensor([1.0, 0.0, 1.0, 0.0]), "features": torch.randn(4, 5),
+             "tokens": torch.zeros(4, 3, dtype=torch.long)}  # no comments: only the rating term
+    scores = model.score(batch["user"], batch["frame"], batch["features"])
+    model.loss(batch).backward()
+    tower_grad = sum(float(layer.weight.grad.abs().sum()) for layer in model.tower)
+    if activation == "relu":
+        assert torch.all(scores == 0) and tower_grad == 0 and float(model.user.weight.grad.abs().sum()) == 0
+    else:
+        assert scores.std() > 0 and tower_grad > 0 and float(model.user.weight.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_resolved_hyper_parameters_hold_every_default_and_build_the_same_model(name):
+    resolved = MODELS[name].resolve_hyper({"dim": 8} if name != "most_popular" else {})
+    assert name == "most_popular" or resolved["dim"] == 8
+    shape = {"n_users": 3, "n_items": 4, "feature_dim": 5, "vocab_size": 7}
+    assert build_model(name, **shape, **resolved).hyper == build_model(name, **shape, **{
+        k: v for k, v in resolved.items() if k == "dim"}).hyper
+
+
+def test_resolving_a_hyper_parameter_the_model_lacks_names_it():
+    with pytest.raises(ValueError, match="kfrci has no hyper-parameter dimm"):
+        MODELS["kfrci"].resolve_hyper({"dimm": 8})
+
+
+def test_unknown_tower_activation_is_an_error():
+    with pytest.raises(ValueError, match="activation"):
+        build_model("kfrci", n_users=3, n_items=4, feature_dim=5, vocab_size=7, activation="tanh")
 
 
 def test_kfrc_and_kfri_are_the_papers_single_source_models():
@@ -450,6 +490,19 @@ def test_checkpoint_of_another_model_class_is_refused(tmp_path):
     _tiny("kfrci").save(tmp_path / "m.pt")
     with pytest.raises(TypeError):
         MODELS["bpr"].load(tmp_path / "m.pt")
+
+
+def test_a_kfrci_checkpoint_from_before_the_activation_option_loads_with_the_relu_it_was_trained_with(tmp_path):
+    model = build_model("kfrci", n_users=3, n_items=6, feature_dim=5, vocab_size=7, dim=16, activation="relu")
+    leaky = build_model("kfrci", n_users=3, n_items=6, feature_dim=5, vocab_size=7, dim=16)
+    leaky.load_state_dict(model.state_dict())
+    assert leaky.hyper["activation"] == "leaky_relu" and not torch.equal(_scores(leaky), _scores(model))
+    model.save(tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    del raw["hyper"]["activation"]  # what every earlier checkpoint holds
+    torch.save(raw, tmp_path / "old.pt")
+    old = KeyFrameRecommender.load(tmp_path / "old.pt")
+    assert old.hyper["activation"] == "relu" and torch.equal(_scores(old), _scores(model))
 
 
 class _Payload:

@@ -41,6 +41,7 @@ carries any other pickled object is refused before anything in it runs.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal
@@ -80,6 +81,9 @@ class KeyFrameRecommender(nn.Module):
     uses_text: ClassVar[bool] = False
     level: ClassVar[Literal["frame", "item"]] = "frame"
     objective: ClassVar[Literal["pointwise", "pairwise", "counts"]] = "pointwise"
+    # Values of hyper-parameters added after checkpoints were written, as those checkpoints were trained: a
+    # checkpoint whose hyper lacks a key loads with this value, not with a default that has since changed.
+    legacy_hyper: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_users: int, n_items: int, *, feature_dim: int | None = None,
                  vocab_size: int | None = None, seed: int = 0, **hyper: Any) -> None:
@@ -200,6 +204,18 @@ class KeyFrameRecommender(nn.Module):
     def _extra_meta(self) -> dict[str, Any]:
         return {}
 
+    @classmethod
+    def resolve_hyper(cls, hyper: Mapping[str, Any]) -> dict[str, Any]:
+        """`hyper` with every hyper-parameter the constructor would default filled in, so that a training's
+        identity (its run key) changes when a default does. Raises ValueError naming a key the model lacks."""
+        shape = {"self", "n_users", "n_items", "feature_dim", "vocab_size", "seed"}
+        params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+                  if name not in shape and p.kind is inspect.Parameter.KEYWORD_ONLY}
+        unknown = sorted(set(hyper) - set(params))
+        if unknown:
+            raise ValueError(f"{cls.name} has no hyper-parameter {', '.join(unknown)} (it has {', '.join(params)})")
+        return {**{name: p.default for name, p in params.items()}, **hyper}
+
     def _prepare_load(self, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         """Resize data buffers (e.g. JIFR's item frames) to the saved shapes before `load_state_dict`."""
 
@@ -226,7 +242,7 @@ class KeyFrameRecommender(nn.Module):
             raise ValueError(f"{path}: unknown model {meta.get('name')!r}") from None
         if not issubclass(klass, cls):
             raise TypeError(f"{path} holds a {meta['name']!r} model, not a {cls.name!r}")
-        model = klass(**hyper)
+        model = klass(**{**klass.legacy_hyper, **hyper})
         model._prepare_load(ckpt["state_dict"], meta)
         model.load_state_dict(ckpt["state_dict"], strict=True)
         return model

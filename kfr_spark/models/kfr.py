@@ -25,6 +25,8 @@ Normalisation (`lm_norm`), with B the batch size:
 
 KFRC's loss is the unweighted sum (`alpha=None`), or α-weighted like KFRCI when `alpha` is given.
 `reg` adds reg·(‖p_u‖² + ‖q_k‖²)/B over the batch's rows (the paper uses none; default 0).
+KFRCI's tower uses leaky ReLU by default, not Eq. 10's ReLU (`activation="relu"` restores it): a bias-free ReLU
+tower can die (see ACTIVATIONS). Checkpoints written before the option existed load as "relu", as they were trained.
 
 Initialisation: p_u ~ N(0, init_std²). q_k ~ U(0, 1) by default where it is merged with the image (KFRI, KFRCI: the
 paper initialises from U(0, 1); a positive q_k also keeps the sign of W_img v_k for frames never seen in training),
@@ -46,6 +48,11 @@ from torch.nn import functional as F
 from kfr_spark.models.base import KeyFrameRecommender, bce_with_logits_sum, l2
 
 PAPER_WIDTHS = (40, 20, 10, 5)  # the paper's tower for d = 100
+# The tower's non-linearity. "relu" is Eq. 10's. A bias-free ReLU tower can die: once W_D maps every e_{D-1} to
+# ≤ 0, e_D = 0 for every pair, ŷ = σ(0) for every frame and no gradient reaches the tower again, while the LM term
+# keeps improving the loss (seen on the benchmark dataset with like_weight 20: NDCG@10 fell to a random ranking's).
+# "leaky_relu" (slope 0.01) keeps a gradient through every unit, so a unit pushed below zero can come back.
+ACTIVATIONS = {"relu": F.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.01)}
 
 
 def default_widths(dim: int, depth: int) -> list[int]:
@@ -61,7 +68,11 @@ class _KFRModel(KeyFrameRecommender):
     learned_output: bool = False  # ŷ = σ(w_out · e_D) (KFRCI) rather than σ(Σ e0) (KFRI, KFRC)
 
     def _build(self, *, dim: int, layers: Sequence[int], init: int, word_dim: int, hidden: int | None,
-               alpha: float | None, lm_norm: str, lm_bos: bool, reg: float, init_std: float, item_init: str) -> None:
+               alpha: float | None, lm_norm: str, lm_bos: bool, reg: float, init_std: float, item_init: str,
+               activation: str = "relu") -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, not {activation!r}")
+        self.activation = ACTIVATIONS[activation]
         if lm_norm not in ("pair", "token"):
             raise ValueError(f"lm_norm must be 'pair' or 'token', not {lm_norm!r}")
         if item_init not in ("uniform", "normal", "ones"):
@@ -103,7 +114,7 @@ class _KFRModel(KeyFrameRecommender):
         q_star = q * self.W_img(features) if self.W_img is not None else q
         es = [p * q_star]
         for layer in self.tower:
-            es.append(F.relu(layer(es[-1])))
+            es.append(self.activation(layer(es[-1])))
         return es, p, q
 
     def _logit_from(self, es: list[torch.Tensor]) -> torch.Tensor:
@@ -129,7 +140,7 @@ class _KFRModel(KeyFrameRecommender):
 
     def _tower_logit(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.tower:
-            x = F.relu(layer(x))
+            x = self.activation(layer(x))
         return self._logit_from([x])
 
     def frame_scorer(self, features=None):
@@ -251,17 +262,21 @@ class KFRCI(_KFRModel):
     uses_images = True
     uses_text = True
     learned_output = True
+    legacy_hyper = {"activation": "relu"}  # every KFRCI before the option was trained with Eq. 10's ReLU
 
     def __init__(self, n_users: int, n_items: int, *, feature_dim: int | None = None, vocab_size: int | None = None,
                  seed: int = 0, dim: int = 64, depth: int = 3, layers: Sequence[int] | None = None, init: int = 1,
                  alpha: float = 0.4, word_dim: int = 32, hidden: int | None = None, lm_norm: str = "pair",
-                 lm_bos: bool = False, reg: float = 0.0, init_std: float = 0.1, item_init: str = "uniform") -> None:
+                 lm_bos: bool = False, reg: float = 0.0, init_std: float = 0.1, item_init: str = "uniform",
+                 activation: str = "leaky_relu") -> None:
         widths = default_widths(dim, depth) if layers is None else [int(w) for w in layers]
         super().__init__(n_users, n_items, feature_dim=feature_dim, vocab_size=vocab_size, seed=seed, dim=dim,
                          depth=len(widths), layers=widths, init=init, alpha=alpha, word_dim=word_dim, hidden=hidden,
-                         lm_norm=lm_norm, lm_bos=lm_bos, reg=reg, init_std=init_std, item_init=item_init)
+                         lm_norm=lm_norm, lm_bos=lm_bos, reg=reg, init_std=init_std, item_init=item_init,
+                         activation=activation)
         self._build(dim=dim, layers=widths, init=init, word_dim=word_dim, hidden=hidden, alpha=alpha,
-                    lm_norm=lm_norm, lm_bos=lm_bos, reg=reg, init_std=init_std, item_init=item_init)
+                    lm_norm=lm_norm, lm_bos=lm_bos, reg=reg, init_std=init_std, item_init=item_init,
+                    activation=activation)
 
     @property
     def e_init_dim(self) -> int:
