@@ -231,6 +231,8 @@ class TrainConfig(_Section):
 
     model: str = "kfrci"
     num_proc: int = Field(default=2, ge=1, description="training processes (Horovod); 1 trains in this process")
+    threads_per_proc: int = Field(default=0, ge=0, description="torch threads per training process (0: the "
+                                  "machine's cores shared out over num_proc; on a cluster, the executor's cores)")
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1, description="rows per step per process")
     lr: float = Field(default=0.01, gt=0)

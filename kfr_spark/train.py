@@ -258,7 +258,7 @@ def model_shape(spark: SparkSession, lake: Lakehouse, name: str, model_cls, back
 def run_key(shape: ModelShape, cfg: TrainConfig, hyper: dict[str, Any], input_versions: dict[str, int]) -> str:
     """Same model, settings and input versions → same key: a rerun resumes (or finds finished) that training."""
     payload = json.dumps({"shape": asdict(shape), "hyper": hyper, "train": cfg.model_dump(mode="json",
-                          exclude={"model_dir", "cache_dir", "num_proc"}), "inputs": input_versions},
+                          exclude={"model_dir", "cache_dir", "num_proc", "threads_per_proc"}), "inputs": input_versions},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -310,8 +310,11 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     comm.broadcast(model, optimizer)
     fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
+    spread = {"sum": 0.0, "sumsq": 0.0, "n": 0}  # validation scores of a pointwise model, for score_spread()
+
     def mean_loss(batches, steps: int, train: bool) -> float:
         total = 0.0
+        spread.update(sum=0.0, sumsq=0.0, n=0)
         for step in range(steps):
             if train and kill_at == (comm.rank, len(history), step):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -327,8 +330,21 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
             else:
                 with torch.no_grad():
                     loss = model.loss(batch)
+                    if model.objective == "pointwise":
+                        scores = model.score(batch["user"], batch["frame"], batch.get("features")).double()
+                        spread.update(sum=spread["sum"] + float(scores.sum()),
+                                      sumsq=spread["sumsq"] + float((scores * scores).sum()),
+                                      n=spread["n"] + scores.numel())
             total += float(loss.detach())
         return comm.mean(total / max(1, steps), name=f"loss.{'train' if train else 'val'}.{len(history)}")
+
+    def score_spread() -> float:
+        """The standard deviation of the validation pairs' scores: 0 means every frame scores the same for every
+        user (a dead ReLU tower does that) and the model ranks nothing, however its loss looks."""
+        n = max(1, spread["n"])
+        mean = comm.mean(spread["sum"] / n, name=f"score.mean.{len(history)}")
+        square = comm.mean(spread["sumsq"] / n, name=f"score.square.{len(history)}")
+        return math.sqrt(max(0.0, square - mean * mean))
 
     def checkpoint(epoch: int, done: bool) -> None:
         if comm.is_root:
@@ -351,6 +367,8 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                 train_loss = mean_loss(train_batches, spec.steps_per_epoch, train=True)
                 model.eval()
                 val_loss = mean_loss(val_batches, spec.val_steps, train=False) if spec.val_steps else train_loss
+                scored = model.objective == "pointwise" and spec.val_steps
+                val_spread = score_spread() if scored else None
                 if val_loss < best - 1e-6:
                     best, best_epoch, stale = val_loss, epoch, 0
                     if comm.is_root:
@@ -359,7 +377,8 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                     stale += 1
                 history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                 "seconds": time.perf_counter() - t0,
-                                "examples": spec.steps_per_epoch * spec.batch_size * comm.size})
+                                "examples": spec.steps_per_epoch * spec.batch_size * comm.size,
+                                **({"val_score_std": val_spread} if val_spread is not None else {})})
                 done = stale >= spec.patience or epoch == spec.epochs - 1
                 checkpoint(epoch, done)
                 if fail_after is not None and epoch >= fail_after:
@@ -394,7 +413,10 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         run.read(name, delta_io.current_version(spark, lake, name))
 
     backbone = config.dataset.backbone
-    hyper = {**cfg.hyper.get(model_cls.name, {}), **(hyper or {})}
+    try:
+        hyper = model_cls.resolve_hyper({**cfg.hyper.get(model_cls.name, {}), **(hyper or {})})
+    except ValueError as e:
+        raise ConfigError(f"train.hyper.{model_cls.name}: {e}") from None
     shape = model_shape(spark, lake, model_cls.name, model_cls, backbone)
     key = run_key(shape, cfg, hyper, run.input_versions)
     model_dir, cache = artifact_dirs(config)
@@ -436,7 +458,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
         optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed,
         steps_per_epoch=max(1, math.ceil(train_data.rows / per_step)),
         val_steps=math.ceil(val_data.rows / per_step) if val_data.rows >= per_step else 0,
-        run_dir=str(run_dir), threads_per_proc=max(1, (os.cpu_count() or 2) // procs),
+        run_dir=str(run_dir), threads_per_proc=cfg.threads_per_proc or max(1, (os.cpu_count() or 2) // procs),
         features_path=str(features_path) if features_path else None,
         item_frames_path=str(item_frames_path) if item_frames_path else None,
         fail_after_epoch=int(os.environ[FAIL_AFTER_EPOCH_ENV]) if os.environ.get(FAIL_AFTER_EPOCH_ENV) else None,
@@ -462,6 +484,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     }, indent=2, default=str))
     record_model_run(spark, lake, config, result, {"shape": asdict(shape), "hyper": hyper,
                                                    "train": cfg.model_dump(mode="json")}, run)
+    warn_if_constant(result, run)
     run.rows_in = train_data.rows + val_data.rows
     run.rows_out = result.epochs_run
     run.metrics.update({"train_rows": train_data.rows, "val_rows": val_data.rows, "epochs": result.epochs_run,
@@ -470,6 +493,24 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
                         "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
     train_data.close(), val_data.close()
     return result
+
+
+CONSTANT_SCORE_STD = 1e-6
+
+
+def warn_if_constant(result: TrainResult, run: JobRun) -> None:
+    """Say so loudly when the kept model scores every validation pair the same: it would rank key frames in
+    arbitrary order while its loss (an LM term, say) still looks like progress."""
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), None)
+    spread = None if best is None else best.get("val_score_std")
+    if spread is None:
+        return
+    run.metrics["val_score_std"] = float(spread)
+    if spread < CONSTANT_SCORE_STD:
+        run.metrics["constant_scores"] = 1.0
+        log.warning("train: %s scores every validation pair the same (score std %.2g at epoch %d): it ranks "
+                    "nothing; a dead ReLU tower does this (KFRCI with activation=relu: its default, leaky_relu, avoids it)",
+                    result.model, spread, result.best_epoch)
 
 
 def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, result: TrainResult,

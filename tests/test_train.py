@@ -11,12 +11,12 @@ from pyspark.sql import functions as F
 import planted_lake
 from kfr_spark import delta_io
 from kfr_spark.catalog import Lakehouse
-from kfr_spark.config import DatasetConfig
+from kfr_spark.config import ConfigError, DatasetConfig, TrainConfig
 from kfr_spark.dataset import build_dataset
 from kfr_spark.distributed import horovod_available
 from kfr_spark.ledger import JobRun
-from kfr_spark.models import KeyFrameRecommender
-from kfr_spark.train import FAIL_AFTER_EPOCH_ENV, train_model
+from kfr_spark.models import MODELS, KeyFrameRecommender
+from kfr_spark.train import FAIL_AFTER_EPOCH_ENV, ModelShape, TrainResult, run_key, train_model, warn_if_constant
 
 pytestmark = pytest.mark.spark
 
@@ -74,6 +74,39 @@ def test_a_model_learns_the_planted_taste_in_one_process(spark, frame_gold, name
     assert result.epochs_run >= 2 and result.processes == 1
     assert held_out_auc(spark, lake, model) > 0.8
     assert run.input_versions["gold.interactions"] >= 1 and run.metrics["train_rows"] == result.train_rows
+    if name != "vbpr":  # pointwise: every epoch records how far apart the validation scores are
+        assert all(h["val_score_std"] > 0 for h in result.history) and "constant_scores" not in run.metrics
+
+
+def test_the_run_key_follows_the_effective_hyper_parameters_not_how_they_were_spelled():
+    """A default spelled out is the same training; a changed default (KFRCI's activation was relu) is a new one."""
+    shape, kfrci = ModelShape("kfrci", 3, 4, 5, 7), MODELS["kfrci"]
+    key = run_key(shape, TrainConfig(), kfrci.resolve_hyper({"dim": 8}), {"gold.interactions": 1})
+    assert key == run_key(shape, TrainConfig(), kfrci.resolve_hyper({"dim": 8, "activation": "leaky_relu"}),
+                          {"gold.interactions": 1})
+    assert key != run_key(shape, TrainConfig(), kfrci.resolve_hyper({"dim": 8, "activation": "relu"}),
+                          {"gold.interactions": 1})
+    assert key == run_key(shape, TrainConfig(threads_per_proc=3, num_proc=1), kfrci.resolve_hyper({"dim": 8}),
+                          {"gold.interactions": 1})  # where it runs is not what it is
+
+
+def test_a_hyper_parameter_the_model_lacks_is_a_config_error_naming_it(spark, frame_gold):
+    lake, config = frame_gold
+    with pytest.raises(ConfigError, match=r"train\.hyper\.kfri: kfri has no hyper-parameter dimm"):
+        train(spark, lake, config, "kfri", num_proc=1, hyper={"kfri": {"dimm": 8}})
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.3])
+def test_a_model_that_scores_every_validation_pair_the_same_is_flagged(spread, caplog):
+    history = [{"epoch": 0, "val_loss": 0.7, "val_score_std": 0.4}, {"epoch": 1, "val_loss": 0.6, "val_score_std": spread}]
+    result = TrainResult(model="kfrci", run_key="k", run_dir="/nowhere", epochs_run=2, resumed_from_epoch=0,
+                         best_epoch=1, best_val_loss=0.6, history=history)
+    run = JobRun(job="train", config_hash="test")
+    with caplog.at_level("WARNING", logger="kfr_spark.train"):
+        warn_if_constant(result, run)
+    assert run.metrics["val_score_std"] == spread
+    assert ("constant_scores" in run.metrics) == (spread == 0.0)
+    assert ("ranks nothing" in caplog.text) == (spread == 0.0)
 
 
 @pytest.mark.skipif(not horovod_available(), reason="horovod is not installed")
