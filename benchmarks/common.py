@@ -118,7 +118,9 @@ def last_run(lakehouse: Path, job: str) -> dict:
 
     table = ds.dataset(str(lakehouse / "ops" / "job_runs"), format="parquet").to_table().to_pylist()
     rows = [r for r in table if r["job"] == job and r["status"] == "succeeded"]
-    return max(rows, key=lambda r: (r["finished_at"] or r["started_at"]))
+    row = max(rows, key=lambda r: (r["finished_at"] or r["started_at"]))
+    row["metrics"] = dict(row["metrics"] or [])  # a Delta map column reads back as (key, value) pairs
+    return row
 
 
 def mib(n: int) -> str:

@@ -99,7 +99,7 @@ def seed_from_default_scope(default_root: Path, root: Path) -> None:
 
 def train_and_evaluate(lake: Path, model: str, args) -> dict:
     sets = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
-            f"train.patience={args.patience}", f"dataset.min_user_comments={args.min_user_comments}"]
+            f"train.patience={args.patience}", f"dataset.min_user_comments={args.min_user_comments}", *args.set]
     train_s, peak, out = common.run_kfr(["train", "--model", model, "--num-proc", str(args.num_proc)], lake, sets)
     print(f"  {out.strip().splitlines()[-1]}", flush=True)
     eval_s, _, out = common.run_kfr(["evaluate", "--model", model, "--eval-id", f"bench-{model}"], lake, sets)
@@ -219,6 +219,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--num-proc", type=int, default=2, help="Horovod processes per training")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="more config for kfr train and evaluate, e.g. train.hyper.kfrci.activation=leaky_relu")
     parser.add_argument("--negative-scope", choices=("watched", "all"),
                         default=DatasetConfig.model_fields["negative_scope"].default,
                         help="dataset.negative_scope; another scope than the default gets its own lakehouse, seeded "
