@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -101,8 +102,12 @@ def train_and_evaluate(lake: Path, model: str, args) -> dict:
     sets = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.lr}",
             f"train.patience={args.patience}", f"dataset.min_user_comments={args.min_user_comments}", *args.set]
     train_s, peak, out = common.run_kfr(["train", "--model", model, "--num-proc", str(args.num_proc)], lake, sets)
-    print(f"  {out.strip().splitlines()[-1]}", flush=True)
-    eval_s, _, out = common.run_kfr(["evaluate", "--model", model, "--eval-id", f"bench-{model}"], lake, sets)
+    summary = out.strip().splitlines()[-1]
+    print(f"  {summary}", flush=True)
+    # The model this training produced or found finished, by path: `--model` would take the newest model.pt of the
+    # name, which after a --set experiment is the experiment's, not the one these settings resolve to.
+    (model_path,) = re.findall(r" → (\S+\.pt) \[run ", summary)
+    eval_s, _, out = common.run_kfr(["evaluate", model_path, "--eval-id", f"bench-{model}"], lake, sets)
     print(f"  {out.strip().splitlines()[-1]}", flush=True)
     return {"train_s": train_s, "eval_s": eval_s, "peak": peak.total_rss}
 
