@@ -258,8 +258,8 @@ def model_shape(spark: SparkSession, lake: Lakehouse, name: str, model_cls, back
 def run_key(shape: ModelShape, cfg: TrainConfig, hyper: dict[str, Any], input_versions: dict[str, int]) -> str:
     """Same model, settings and input versions → same key: a rerun resumes (or finds finished) that training."""
     payload = json.dumps({"shape": asdict(shape), "hyper": hyper, "train": cfg.model_dump(mode="json",
-                          exclude={"model_dir", "cache_dir", "num_proc", "threads_per_proc"}), "inputs": input_versions},
-                         sort_keys=True, default=str)
+                          exclude={"model_dir", "cache_dir", "num_proc", "threads_per_proc"}),
+                          "inputs": input_versions}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -310,11 +310,11 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     comm.broadcast(model, optimizer)
     fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
-    spread = {"sum": 0.0, "sumsq": 0.0, "n": 0}  # validation scores of a pointwise model, for score_spread()
+    moments = [0, 0.0, 0.0]  # n, Σ score, Σ score² of the last validation pass (pointwise models): score_spread()
 
     def mean_loss(batches, steps: int, train: bool) -> float:
         total = 0.0
-        spread.update(sum=0.0, sumsq=0.0, n=0)
+        moments[:] = [0, 0.0, 0.0]
         for step in range(steps):
             if train and kill_at == (comm.rank, len(history), step):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -332,18 +332,21 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                     loss = model.loss(batch)
                     if model.objective == "pointwise":
                         scores = model.score(batch["user"], batch["frame"], batch.get("features")).double()
-                        spread.update(sum=spread["sum"] + float(scores.sum()),
-                                      sumsq=spread["sumsq"] + float((scores * scores).sum()),
-                                      n=spread["n"] + scores.numel())
+                        moments[0] += scores.numel()
+                        moments[1] += float(scores.sum())
+                        moments[2] += float(scores.square().sum())
             total += float(loss.detach())
         return comm.mean(total / max(1, steps), name=f"loss.{'train' if train else 'val'}.{len(history)}")
 
-    def score_spread() -> float:
+    def score_spread() -> float | None:
         """The standard deviation of the validation pairs' scores: 0 means every frame scores the same for every
-        user (a dead ReLU tower does that) and the model ranks nothing, however its loss looks."""
-        n = max(1, spread["n"])
-        mean = comm.mean(spread["sum"] / n, name=f"score.mean.{len(history)}")
-        square = comm.mean(spread["sumsq"] / n, name=f"score.square.{len(history)}")
+        user (a dead ReLU tower does that) and the model ranks nothing, however its loss looks. None when the
+        last pass scored nothing (no validation split, or not a pointwise model), alike on every rank."""
+        n = moments[0]
+        if not n:
+            return None
+        mean = comm.mean(moments[1] / n, name=f"score.mean.{len(history)}")
+        square = comm.mean(moments[2] / n, name=f"score.square.{len(history)}")
         return math.sqrt(max(0.0, square - mean * mean))
 
     def checkpoint(epoch: int, done: bool) -> None:
@@ -367,8 +370,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                 train_loss = mean_loss(train_batches, spec.steps_per_epoch, train=True)
                 model.eval()
                 val_loss = mean_loss(val_batches, spec.val_steps, train=False) if spec.val_steps else train_loss
-                scored = model.objective == "pointwise" and spec.val_steps
-                val_spread = score_spread() if scored else None
+                val_spread = score_spread()
                 if val_loss < best - 1e-6:
                     best, best_epoch, stale = val_loss, epoch, 0
                     if comm.is_root:
@@ -509,7 +511,8 @@ def warn_if_constant(result: TrainResult, run: JobRun) -> None:
     if spread < CONSTANT_SCORE_STD:
         run.metrics["constant_scores"] = 1.0
         log.warning("train: %s scores every validation pair the same (score std %.2g at epoch %d): it ranks "
-                    "nothing; a dead ReLU tower does this (KFRCI with activation=relu: its default, leaky_relu, avoids it)",
+                    "nothing; a dead ReLU tower does this (KFRCI with activation=relu: its default, leaky_relu, "
+                    "avoids it)",
                     result.model, spread, result.best_epoch)
 
 

@@ -208,7 +208,7 @@ class KeyFrameRecommender(nn.Module):
     def resolve_hyper(cls, hyper: Mapping[str, Any]) -> dict[str, Any]:
         """`hyper` with every hyper-parameter the constructor would default filled in, so that a training's
         identity (its run key) changes when a default does. Raises ValueError naming a key the model lacks."""
-        shape = {"self", "n_users", "n_items", "feature_dim", "vocab_size", "seed"}
+        shape = {"feature_dim", "vocab_size", "seed"}  # keyword-only too, but passed apart from the hyper-parameters
         params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
                   if name not in shape and p.kind is inspect.Parameter.KEYWORD_ONLY}
         unknown = sorted(set(hyper) - set(params))
