@@ -5,7 +5,8 @@
 
 The dataset: `kfr_spark.synth` with a fixed seed, videos long enough for K = 20 to mean something (90-180 s,
 ~30 shots each, rendered at 10 fps), users whose taste is over visual concepts — a concept decides what a key frame
-looks like *and* which words its comments use — so preferences are partly visual, partly textual. Every stage runs
+looks like *and* which words its comments use — so preferences are partly visual, partly textual; `--looks 6`
+makes pairs of concepts share one look, so part of every taste shows only in the words. Every stage runs
 as `kfr <stage>` against a benchmark lakehouse under the cache (stages already done are skipped on a rerun:
 delete the folder to start over). Then every model is trained (`kfr train`) and evaluated (`kfr evaluate`), and the
 script prints:
@@ -46,7 +47,8 @@ def dataset(args) -> tuple[Path, Path]:
     default_scope = DatasetConfig.model_fields["negative_scope"].default
     name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + (
         f"-t{args.video_taste:g}" if args.video_taste != 1.0 else "") + (
-        f"-l{args.like_weight:g}" if args.like_weight != SynthConfig.like_weight else "")
+        f"-l{args.like_weight:g}" if args.like_weight != SynthConfig.like_weight else "") + (
+        f"-k{args.looks}" if args.looks != SynthConfig.n_looks else "")
     root = common.OUT / name
     if args.negative_scope != default_scope:
         root = root.with_name(f"{name}-n{args.negative_scope}")
@@ -54,7 +56,7 @@ def dataset(args) -> tuple[Path, Path]:
     synth, lake = root / "synth", root / "lakehouse"
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
                          duration_s=(90.0, 180.0), fps=10, with_video=True, video_taste_strength=args.video_taste,
-                         like_weight=args.like_weight)
+                         like_weight=args.like_weight, n_looks=args.looks)
     stages = [
         ("synth", lambda: generate(config, synth, workers=None)),
         ("ingest", ["ingest", "--set", f"ingest.input_paths=[{synth / 'danmaku'}]"]),
@@ -218,6 +220,9 @@ def main() -> int:
     parser.add_argument("--like-weight", type=float, default=SynthConfig.like_weight,
                         help="the generator's like_weight: how much more often a user comments on a shot of a liked "
                              "concept than a neutral one; the personal headroom over MostPopular grows with it")
+    parser.add_argument("--looks", type=int, default=SynthConfig.n_looks,
+                        help="the generator's n_looks: with 6 of its 12 concepts, each look is shared by two concepts "
+                             "that only their comments' words tell apart (0: one look per concept)")
     parser.add_argument("--models", default=",".join(FRAME_MODELS + ITEM_MODELS))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=1024)

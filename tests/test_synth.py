@@ -8,6 +8,7 @@ config, whatever the number of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import zlib
@@ -26,6 +27,7 @@ from kfr_spark.synth import (
     concept_frame,
     generate,
     plan_video,
+    render_frames,
     render_video,
     sample_user_activity,
     user_hash,
@@ -241,6 +243,19 @@ def test_invalid_configs_are_rejected():
         SynthConfig(frame_size=(255, 144))
     with pytest.raises(ValueError):
         SynthConfig(duration_s=(1.0, 5.0))  # shorter than one minimum shot
+    with pytest.raises(ValueError, match="n_looks"):
+        SynthConfig(n_concepts=6, n_looks=7)
+
+
+def test_a_manifest_older_than_a_parameter_reads_as_its_default(tmp_path):
+    cfg = SynthConfig(seed=1, n_videos=2, n_users=20, n_comments=40)
+    s = generate(cfg, tmp_path)
+    manifest = json.loads(s.manifest_path.read_text())
+    del manifest["config"]["n_looks"]  # as written before n_looks existed
+    s.manifest_path.write_text(json.dumps(manifest))
+    generate(cfg, tmp_path)  # the same run, not "another config"
+    with pytest.raises(FileExistsError):
+        generate(SynthConfig(**{**cfg.__dict__, "n_looks": 6}), tmp_path)
 
 
 # --- the planted signal --------------------------------------------------------------------------
@@ -474,6 +489,36 @@ def test_rendered_video_opens_with_the_expected_frames(tmp_path):
         assert np.mean(across) > 4 * np.mean(within)
         assert min(across) > max(within)
     assert checked_fade
+
+
+def test_concepts_sharing_a_look_render_the_same_pixels_but_keep_their_words(tmp_path):
+    """n_looks folds the concepts' visual identities: concept c is drawn as c % n_looks, so what
+    tells concepts 0 and 6 apart is only in the comments."""
+    cfg = SynthConfig(seed=3, n_videos=6, n_users=200, n_comments=3_000, n_looks=6)
+    assert [cfg.look_of(c) for c in (0, 5, 6, 11)] == [0, 5, 0, 5]
+    assert SynthConfig().look_of(11) == 11
+    plans = [plan_video(cfg, i) for i in range(cfg.n_videos)]
+    assert {s.look for p in plans for s in p.shots} <= set(range(6))
+    assert any(s.concept != s.look for p in plans for s in p.shots)
+    assert all(s.look == s.concept % 6 for p in plans for s in p.shots)
+
+    shot = plan_video(cfg, 0).shots[0]
+    twin = dataclasses.replace(shot, concept=shot.concept + 6 if shot.concept < 6 else shot.concept - 6)
+    other = dataclasses.replace(shot, concept=(shot.concept + 1) % 12, look=-1)
+    frames = {name: next(render_frames([s], 10, (64, 48), np.random.default_rng(1)))
+              for name, s in (("shot", shot), ("twin", twin), ("other", other))}
+    assert np.array_equal(frames["shot"], frames["twin"])
+    assert not np.array_equal(frames["shot"], frames["other"])
+
+    s = generate(cfg, tmp_path)
+    looks = {c["id"]: c["look"] for c in json.loads(s.manifest_path.read_text())["concepts"]}
+    assert looks[6] == 0 and looks[11] == 5
+    truth = pd.read_parquet(s.comments_truth_path)
+    shots = pd.read_parquet(s.shots_path)[["video_id", "shot_idx", "concept"]]
+    words = {c.id: set(c.words) for c in CONCEPTS}
+    sample = truth.merge(shots, on=["video_id", "shot_idx"]).query("kind == 'regular'").head(400)
+    named = [any(w in t for w in words[int(c)]) for t, c in zip(sample["text"], sample["concept"])]
+    assert np.mean(named) > 0.7  # the words still follow the concept, not the look
 
 
 def test_render_video_alone_matches_generate(tmp_path):

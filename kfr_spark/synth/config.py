@@ -39,6 +39,10 @@ class SynthConfig:
     concepts_per_video: tuple[int, int] = (2, 4)  # a video's main themes (inclusive range)
     off_theme_shot_p: float = 0.1  # chance a shot shows a concept outside the video's themes
     shot_popularity_sigma: float = 0.4  # lognormal sigma of the per-shot popularity multiplier
+    # Visual identities. 0: every concept has its own look. n > 0: concept c is drawn with look c % n, so the
+    # concepts that share a look differ only in their comments' words, and the part of a user's taste that
+    # separates them can be learnt from text and not from pixels (the premise of KFRC/KFRCI over KFRI).
+    n_looks: int = 0
 
     # --- users --------------------------------------------------------------------------------
     activity_alpha: float = 1.35  # Pareto tail index of user activity (smaller = heavier tail)
@@ -89,6 +93,7 @@ class SynthConfig:
         need(0 < self.fade_s[0] <= self.fade_s[1] <= self.min_shot_s,
              "fade_s must be (lo, hi) with 0 < lo <= hi <= min_shot_s")
         need(self.mean_shot_s > self.min_shot_s > 0, "need mean_shot_s > min_shot_s > 0")
+        need(0 <= self.n_looks <= self.n_concepts, "n_looks must be 0 (one per concept) or in 1..n_concepts")
         a, b = self.concepts_per_video
         need(1 <= a <= b <= self.n_concepts, "concepts_per_video must lie in 1..n_concepts")
         need(self.activity_alpha > 1.0, "activity_alpha must be > 1 (finite mean)")
@@ -105,6 +110,10 @@ class SynthConfig:
         need(self.typing_cpm > 0, "typing_cpm must be > 0")
         need(self.upload_period[0] <= self.upload_period[1] < self.crawl_end,
              "upload_period must end before crawl_end")
+
+    def look_of(self, concept: int) -> int:
+        """The visual identity a shot of ``concept`` is rendered with."""
+        return concept % self.n_looks if self.n_looks else concept
 
     @property
     def writes_comment_truth(self) -> bool:

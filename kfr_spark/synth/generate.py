@@ -227,8 +227,11 @@ def _same_run(manifest: Path, config: SynthConfig) -> bool:
         m = json.loads(manifest.read_text("utf-8"))
     except (OSError, ValueError):
         return False
-    return (m.get("format_version") == FORMAT_VERSION
-            and m.get("config") == json.loads(json.dumps(_jsonable(asdict(config)))))
+    if m.get("format_version") != FORMAT_VERSION or not isinstance(m.get("config"), dict):
+        return False
+    # a manifest written before a parameter existed ran with that parameter's default
+    defaults = json.loads(json.dumps(_jsonable(asdict(SynthConfig()))))
+    return {**defaults, **m["config"]} == json.loads(json.dumps(_jsonable(asdict(config))))
 
 
 def _prepare_out_dir(out_dir: Path, config: SynthConfig, overwrite: bool) -> None:
@@ -383,7 +386,7 @@ def generate(
         },
         "concepts": [
             {"id": c.id, "name": c.name, "name_cn": c.name_cn, "hue": c.hue, "pattern": c.pattern,
-             "angle": c.angle, "words": list(c.words)}
+             "angle": c.angle, "look": config.look_of(c.id), "words": list(c.words)}
             for c in CONCEPTS[: config.n_concepts]
         ],
         "files": {

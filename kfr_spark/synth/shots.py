@@ -31,6 +31,11 @@ class Shot:
     transition_in: str  # 'cut' | 'fade'
     fade_frames: int = 0  # 0 for a cut
     popularity: float = 1.0  # planted per-shot popularity multiplier
+    look: int = -1  # the concept whose look is rendered; -1: the shot's own concept
+
+    def __post_init__(self) -> None:
+        if self.look < 0:
+            object.__setattr__(self, "look", self.concept)
 
     @property
     def n_frames(self) -> int:
@@ -150,6 +155,7 @@ def plan_video(config: SynthConfig, video_idx: int, catalog: CatalogPlan | None 
             transition_in="fade" if is_fade else "cut",
             fade_frames=ff,
             popularity=float(pop[i]),
+            look=config.look_of(concepts[i]),
         ))
 
     names = [CONCEPTS[t].name_cn for t in themes[:2]]

@@ -167,7 +167,7 @@ def render_frames(shots: tuple[Shot, ...] | list[Shot], fps: int, size: tuple[in
     w, h = size
     bank = np.rint(rng.normal(0, _NOISE_SIGMA, (_NOISE_BANK, h, w, 3))).astype(np.int16)
     n = len(shots)
-    looks = [shot_look(s.concept, rng, size) for s in shots]
+    looks = [shot_look(s.look, rng, size) for s in shots]
     picks = rng.integers(0, _NOISE_BANK, size=shots[-1].end_frame if n else 0)
     for i, s in enumerate(shots):
         nxt = shots[i + 1] if i + 1 < n else None
