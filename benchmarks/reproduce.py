@@ -106,8 +106,8 @@ def train_and_evaluate(lake: Path, model: str, args) -> dict:
     train_s, peak, out = common.run_kfr(["train", "--model", model, "--num-proc", str(args.num_proc)], lake, sets)
     summary = out.strip().splitlines()[-1]
     print(f"  {summary}", flush=True)
-    # The model this training produced or found finished, by path: `--model` would take the newest model.pt of the
-    # name, which after a --set experiment is the experiment's, not the one these settings resolve to.
+    # The model this training produced or found finished, by path: what `--model` also resolves to now
+    # (ops.model_selection), but the path ties the printed figures to this very training.
     (model_path,) = re.findall(r" → (\S+\.pt) \[run ", summary)
     eval_s, _, out = common.run_kfr(["evaluate", model_path, "--eval-id", f"bench-{model}"], lake, sets)
     print(f"  {out.strip().splitlines()[-1]}", flush=True)

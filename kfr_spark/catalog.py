@@ -222,6 +222,23 @@ OPS_MODEL_RUNS = TableSpec(
     lineage_columns=("run_id", "trained_at"),
 )
 
+OPS_MODEL_SELECTION = TableSpec(
+    name="ops.model_selection",
+    description=(
+        "The training each model name serves: the run key that the latest `kfr train` of the name resolved to, a "
+        "found-finished rerun included, so going back to earlier settings serves their model again. Scoring, "
+        "`kfr evaluate --model` and the nightly's fingerprints read it."
+    ),
+    schema=_schema(
+        ("model", StringType(), False),
+        ("run_key", StringType(), False),
+        ("selected_at", TimestampType(), False),  # since when this run key is served
+        ("run_id", StringType(), False),  # the ops.job_runs run that selected it
+    ),
+    keys=("model",),
+    lineage_columns=("run_id", "selected_at"),
+)
+
 SILVER_SHOTS = TableSpec(
     name="silver.shots",
     description="One shot of a video with its key frame (JPEG), or a uniform slice where there is no file.",
@@ -518,6 +535,7 @@ TABLES: dict[str, TableSpec] = {
         OPS_JOB_RUNS,
         OPS_INGESTED_FILES,
         OPS_MODEL_RUNS,
+        OPS_MODEL_SELECTION,
         OPS_NIGHTLY_STEPS,
         OPS_STAGE_REJECTS,
     )

@@ -271,19 +271,24 @@ def evaluate_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, mode
     return result
 
 
-def latest_model(config: KfrConfig, name: str) -> Path:
-    """The most recently trained `model.pt` of a model name under the model directory."""
-    from kfr_spark.train import MODEL_FILE, artifact_dirs
+def served_model(spark: SparkSession, lake: Lakehouse, name: str) -> Path:
+    """The `model.pt` a model name serves (`kfr_spark.train.selected_model_run`): what scoring would use, so an
+    evaluation by name measures the model the product ships, not the newest file on disk."""
+    from kfr_spark.train import selected_model_run
 
-    found = sorted((artifact_dirs(config)[0] / name.lower()).glob(f"*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ConfigError(f"no trained {name} model under {artifact_dirs(config)[0]} (run kfr train --model {name})")
-    return found[-1]
+    row = selected_model_run(spark, lake, name)
+    if row is None:
+        raise ConfigError(f"no trained {name} model in {lake.root} (run kfr train --model {name})")
+    path = Path(row["model_path"])
+    if not path.is_file():
+        raise ConfigError(f"{name} serves run {row['run_key']}, whose model file {path} is gone "
+                          f"(run kfr train --model {name} again)")
+    return path
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("model_path", type=Path, nargs="?", help="a model.pt written by kfr train")
-    parser.add_argument("--model", help="instead of a path: the latest trained model of this name (e.g. kfrci)")
+    parser.add_argument("--model", help="instead of a path: the model this name serves, as scoring would (e.g. kfrci)")
     parser.add_argument("--eval-id", help="name of this evaluation in gold.eval_metrics (default: the run id)")
 
 
@@ -293,9 +298,9 @@ def run_job(args, config: KfrConfig) -> int:
 
     if (args.model_path is None) == (args.model is None):
         raise ConfigError("give exactly one of: a model.pt path, --model NAME")
-    model_path = args.model_path or latest_model(config, args.model)
     spark = build_session(config, "kfr-evaluate")
     lake = Lakehouse(config.lakehouse.root)
+    model_path = args.model_path or served_model(spark, lake, args.model)
     with record_job_run(spark, lake, STAGE, config, {"model_path": str(model_path)}) as run:
         result = evaluate_model(spark, lake, config, model_path, run, args.eval_id)
     figures = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items()))

@@ -146,10 +146,10 @@ def plan(spark: SparkSession, lake: Lakehouse, config: KfrConfig, run_date: date
 
 
 def _latest_run_key(spark: SparkSession, lake: Lakehouse, model: str) -> str | None:
-    """The run key of the model the evaluation or scoring would use now (its newest training)."""
-    from kfr_spark.train import latest_model_run
+    """The run key of the model the evaluation or scoring would use now (the one its name serves)."""
+    from kfr_spark.train import selected_model_run
 
-    row = latest_model_run(spark, lake, model)
+    row = selected_model_run(spark, lake, model)
     return row["run_key"] if row else None
 
 

@@ -74,11 +74,11 @@ class ServingModel:
 
 
 def serving_model(spark: SparkSession, lake: Lakehouse, name: str) -> ServingModel | None:
-    """The most recently trained model of this name, from `ops.model_runs` (None: never trained)."""
+    """The model this name serves (`kfr_spark.train.selected_model_run`; None: never trained)."""
     from kfr_spark.models import MODELS
-    from kfr_spark.train import latest_model_run
+    from kfr_spark.train import selected_model_run
 
-    row = latest_model_run(spark, lake, name)
+    row = selected_model_run(spark, lake, name)
     if row is None or not Path(row["model_path"]).is_file():
         return None
     cls = MODELS[name.lower()]

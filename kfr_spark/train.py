@@ -41,6 +41,7 @@ from kfr_spark.catalog import (
     GOLD_ITEM_INTERACTIONS,
     GOLD_USERS,
     OPS_MODEL_RUNS,
+    OPS_MODEL_SELECTION,
     SILVER_FRAME_FEATURES,
     SILVER_VOCABULARY,
     Lakehouse,
@@ -536,18 +537,43 @@ def record_model_run(spark: SparkSession, lake: Lakehouse, config: KfrConfig, re
     written = delta_io.merge_upsert(spark, lake, OPS_MODEL_RUNS.name,
                                     spark.createDataFrame([row], schema=OPS_MODEL_RUNS.schema))
     run.wrote(OPS_MODEL_RUNS.name, written.version)
+    select_model_run(spark, lake, result.model, result.run_key, run)
     if mlflow_run:
         run.metrics["mlflow_logged"] = 1.0
         log.info("train: tracked as MLflow run %s in %s", mlflow_run, tracking.tracking_uri(config))
 
 
-def latest_model_run(spark: SparkSession, lake: Lakehouse, name: str) -> Row | None:
-    """The newest `ops.model_runs` row of a model name (None: never trained): the model that scoring serves and
-    whose run key the nightly's fingerprints follow."""
+def select_model_run(spark: SparkSession, lake: Lakehouse, model: str, key: str, run: JobRun) -> None:
+    """Make `key` the training that `model` serves (`ops.model_selection`); when it already is, no commit."""
+    if delta_io.table_exists(spark, lake, OPS_MODEL_SELECTION.name):
+        current = (delta_io.read_table(spark, lake, OPS_MODEL_SELECTION.name)
+                   .filter(F.col("model") == model).select("run_key").first())
+        if current is not None and current["run_key"] == key:
+            return
+    row = Row(model=model, run_key=key, selected_at=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+              run_id=run.run_id)
+    written = delta_io.merge_upsert(spark, lake, OPS_MODEL_SELECTION.name,
+                                    spark.createDataFrame([row], schema=OPS_MODEL_SELECTION.schema))
+    run.wrote(OPS_MODEL_SELECTION.name, written.version)
+    log.info("train: %s now serves run %s", model, key)
+
+
+def selected_model_run(spark: SparkSession, lake: Lakehouse, name: str) -> Row | None:
+    """The `ops.model_runs` row a model name serves (None: never trained): the run key its latest `kfr train`
+    resolved to (`ops.model_selection`), so that after an experiment's settings are reverted, the rerun that finds
+    the old training finished makes it the served one again. A lake trained before the selection table existed
+    serves the run first recorded last."""
     if not delta_io.table_exists(spark, lake, OPS_MODEL_RUNS.name):
         return None
-    return (delta_io.read_table(spark, lake, OPS_MODEL_RUNS.name).filter(F.col("model") == name.lower())
-            .orderBy(F.desc("trained_at"), F.desc("run_key")).first())
+    runs = delta_io.read_table(spark, lake, OPS_MODEL_RUNS.name).filter(F.col("model") == name.lower())
+    if delta_io.table_exists(spark, lake, OPS_MODEL_SELECTION.name):
+        chosen = (delta_io.read_table(spark, lake, OPS_MODEL_SELECTION.name)
+                  .filter(F.col("model") == name.lower()).select("run_key").first())
+        if chosen is not None:
+            row = runs.filter(F.col("run_key") == chosen["run_key"]).first()
+            if row is not None:
+                return row
+    return runs.orderBy(F.desc("trained_at"), F.desc("run_key")).first()
 
 
 def _count_popularity(spark: SparkSession, lake: Lakehouse, shape: ModelShape, run_dir: Path, run: JobRun,

@@ -147,6 +147,34 @@ def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint(spark, frame_go
     assert len(rows) == 1 and rows[0]["mlflow_run_id"] == runs[0].info.run_id
 
 
+def test_a_model_name_serves_the_run_its_latest_training_resolved_to(spark, frame_gold):
+    """Back to the old settings after an experiment: kfr train finds the old run finished, and from then on
+    scoring, evaluate --model and the nightly use it again, not the experiment's newer model."""
+    from kfr_spark.evaluate import served_model
+    from kfr_spark.score import serving_model
+    from kfr_spark.train import selected_model_run
+
+    lake, config = frame_gold
+    settings = dict(num_proc=1, epochs=1, batch_size=64, patience=1)
+    assert selected_model_run(spark, lake, "pmf") is None
+    usual, _ = train(spark, lake, config, "pmf", **settings, hyper={"pmf": {"dim": 8}})
+    experiment, _ = train(spark, lake, config, "pmf", **settings, hyper={"pmf": {"dim": 4}})
+    assert selected_model_run(spark, lake, "pmf")["run_key"] == experiment.run_key
+    reverted, run = train(spark, lake, config, "pmf", **settings, hyper={"pmf": {"dim": 8}})
+    assert reverted.run_key == usual.run_key and reverted.resumed_from_epoch == 1  # found finished, not retrained
+    assert selected_model_run(spark, lake, "pmf")["run_key"] == usual.run_key
+    assert serving_model(spark, lake, "pmf").run_key == usual.run_key
+    assert served_model(spark, lake, "pmf") == usual.model_path.resolve()
+    assert "ops.model_selection" in run.output_versions
+
+    # the same selection again rewrites nothing
+    before = delta_io.current_version(spark, lake, "ops.model_selection")
+    train(spark, lake, config, "pmf", **settings, hyper={"pmf": {"dim": 8}})
+    assert delta_io.current_version(spark, lake, "ops.model_selection") == before
+    with pytest.raises(ConfigError, match="no trained bpr model"):
+        served_model(spark, lake, "bpr")
+
+
 def trained_inputs(spark, lake, trained) -> int:
     (row,) = delta_io.read_table(spark, lake, "ops.model_runs").filter(F.col("run_key") == trained.run_key).collect()
     return row["input_versions"]["gold.interactions"]
