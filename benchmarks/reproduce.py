@@ -145,7 +145,7 @@ def report(lake: Path, models: list[str], timings: dict, figure: Path) -> None:
     print("\nPaired t-tests across users (two-sided; 'yes' = first is better with p < 0.01)")
     print("| comparison | metric | n | mean a | mean b | t | p | better |")
     print("|---|---|---|---|---|---|---|---|")
-    pairs = [("kfrci", other) for other in frame_models if other != "kfrci"]
+    pairs = [("kfrci", other) for other in frame_models if other != "kfrci"] if "kfrci" in frame_models else []
     pairs += [(a, b) for a in frame_models if a in USES_CONTENT for b in frame_models if b in USES_NEITHER]
     verdicts = []
     for a, b in dict.fromkeys(pairs):
