@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
@@ -206,12 +207,9 @@ def test_a_failing_comment_becomes_a_reject_not_a_failed_batch(monkeypatch, base
             return real.process(value, *args)
 
     monkeypatch.setattr(text, "processor_for", lambda res: Flaky())
-    batch = pd.DataFrame(
-        [("bilibili", "v", "1", None, "好看", 1, False, 3.0), ("bilibili", "v", "2", "u", "boom", 1, False, 4.0)],
-        columns=INPUT_COLUMNS,
-    )
-    out = pd.concat(process_partition(real.res, None)(iter([batch])))
+    rows = [("bilibili", "v", "1", None, "好看", 1, False, 3.0), ("bilibili", "v", "2", "u", "boom", 1, False, 4.0)]
+    batch = pa.RecordBatch.from_pylist([dict(zip(INPUT_COLUMNS, r)) for r in rows])
+    out = pa.Table.from_batches(list(process_partition(real.res, None)(iter([batch])))).to_pandas()
     assert list(out["error"].isna()) == [True, False] and "tokenizer exploded" in out["error"].iloc[1]
     assert list(out.iloc[0]["tokens"]) == ["好看"] and out.iloc[0]["polarity"] == 1
     assert out.iloc[1]["is_noise"] and out.iloc[1]["text_norm"] is None
-
