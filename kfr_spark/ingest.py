@@ -1,7 +1,7 @@
 """Ingest: comment files → `bronze.tsc` (+ `bronze.tsc_rejects`).
 
 Files are listed and read by Spark's `binaryFile` source and parsed on the executors by the pure parsers of
-`kfr_spark.tsc_formats` inside `mapInPandas`; the driver never holds comments. A file is never fatal: whatever
+`kfr_spark.tsc_formats` inside `mapInArrow`; the driver never holds comments. A file is never fatal: whatever
 cannot be read becomes a reject row with a reason code. Writes are insert-only MERGEs on the natural keys, so
 ingesting the same files twice changes nothing and a new file adds only its new comments.
 """
