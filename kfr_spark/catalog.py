@@ -7,6 +7,7 @@ so running a job twice on the same input leaves the table as it was.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,14 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
+
+
+@functools.cache
+def arrow_schema(schema: StructType):
+    """The Arrow schema of `schema`: what a mapInArrow function must yield for it. Converted once per process."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(schema)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pyspark.sql.types import (
 )
 
 from kfr_spark import delta_io
-from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, OPS_INGESTED_FILES, Lakehouse
+from kfr_spark.catalog import BRONZE_TSC, BRONZE_TSC_REJECTS, OPS_INGESTED_FILES, Lakehouse, arrow_schema
 from kfr_spark.config import ConfigError, IngestConfig, KfrConfig
 from kfr_spark.ledger import JobRun
 from kfr_spark.session import session_conf
@@ -140,21 +140,9 @@ def parse_partition(cfg: IngestConfig):
     return parse
 
 
-_ARROW_SCHEMA = None
-
-
-def _arrow_schema() -> pa.Schema:
-    global _ARROW_SCHEMA
-    if _ARROW_SCHEMA is None:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        _ARROW_SCHEMA = to_arrow_schema(PARSED_SCHEMA)
-    return _ARROW_SCHEMA
-
-
 def _batch(columns: dict[str, object], n: int) -> pa.RecordBatch:
     """A PARSED_SCHEMA batch of n rows: given columns are sequences (or one value repeated), the rest null."""
-    schema = _arrow_schema()
+    schema = arrow_schema(PARSED_SCHEMA)
     arrays = []
     for f in schema:
         value = columns.get(f.name)

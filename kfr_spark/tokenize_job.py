@@ -54,6 +54,7 @@ from kfr_spark.catalog import (
     SILVER_TSC_TOKENS,
     SILVER_VOCABULARY,
     Lakehouse,
+    arrow_schema,
 )
 from kfr_spark.config import KfrConfig, TextConfig
 from kfr_spark.ledger import JobRun
@@ -124,18 +125,6 @@ def sentiment_model_name(res: TextResources) -> str:
 # the Python step
 
 
-_ARROW_SCHEMA = None
-
-
-def _arrow_schema():
-    global _ARROW_SCHEMA
-    if _ARROW_SCHEMA is None:
-        from pyspark.sql.pandas.types import to_arrow_schema
-
-        _ARROW_SCHEMA = to_arrow_schema(PROCESSED_SCHEMA)
-    return _ARROW_SCHEMA
-
-
 _OUTPUT_VALUES = ("text_norm", "tokens", "token_ids", "is_noise", "noise_reason", "truncated", "polarity",
                   "sentiment_score")
 
@@ -152,7 +141,7 @@ def process_partition(res: TextResources, vocabulary=None):
 
         proc = processor_for(res)  # built once per Python worker, reused by every batch and task
         vocab = vocabulary.value if vocabulary is not None else None
-        schema = _arrow_schema()
+        schema = arrow_schema(PROCESSED_SCHEMA)
         failed = (None, None, None, True, None, False, None, None)
         for batch in batches:
             texts, modes, specials, times = (batch.column(c).to_pylist()
@@ -182,13 +171,14 @@ def process_partition(res: TextResources, vocabulary=None):
     return run
 
 
-def token_ids_column(spark: SparkSession, vocabulary: list[str]):
-    """A pandas UDF mapping `tokens` to ids: token i of `vocabulary` gets id FIRST_TOKEN_ID + i, any other
-    UNK_ID. A column UDF, not a mapInArrow over whole rows: only the tokens cross to Python and back. The
-    whole-row pass saved the workers 6 CPU-s per million comments and cost the JVM 11 (measured at 1–2M)."""
+def token_ids_column(spark: SparkSession, vocab: dict[str, int]):
+    """A pandas UDF mapping `tokens` to ids through a broadcast of the (bounded) vocabulary.
+
+    A column UDF, not a mapInArrow over whole rows: only the tokens cross to Python and back. The whole-row pass
+    saved the workers 6 CPU-s per million comments and cost the JVM 11 (measured at 1–2M)."""
     from pyspark.sql.functions import pandas_udf
 
-    broadcast = spark.sparkContext.broadcast({t: FIRST_TOKEN_ID + i for i, t in enumerate(vocabulary)})
+    broadcast = spark.sparkContext.broadcast(vocab)
 
     @pandas_udf(ArrayType(IntegerType(), False))
     def to_ids(tokens: pd.Series) -> pd.Series:
@@ -339,8 +329,7 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
             clock = _lap(run, "vocabulary", clock)
             run.metrics["vocab_unknown_share"] = round(unknown_share, 6)
             vocab_size = len(vocab_rows)
-            in_id_order = [t for t, i, _ in sorted(vocab_rows, key=lambda r: r[1]) if i >= FIRST_TOKEN_ID]
-            to_ids, ids_bc = token_ids_column(spark, in_id_order)
+            to_ids, ids_bc = token_ids_column(spark, {t: i for t, i, _ in vocab_rows if i >= FIRST_TOKEN_ID})
             broadcasts.append(ids_bc)
             final = processed.withColumn("token_ids", to_ids("tokens"))
             if have_tokens or n_failed:  # read more than once (MERGE scans its source twice): keep it
