@@ -1,11 +1,13 @@
-"""Train-step time against the number of users: what makes train:kfrci super-linear in `benchmarks/scale.py`.
+"""Train-step time against the number of users: what made train:kfrci super-linear in `benchmarks/scale.py`.
 
-The models hold dense `nn.Embedding` tables and train with Adam, so every step updates the whole user table (and,
-under Horovod, allreduces its gradient), whatever rows the batch touched. Steps per epoch grow with the examples and
-the cost of a step with the users, so an epoch grows with their product. This times one KFRCI step (forward,
-backward, Adam) in one process and one thread on random batches of the scale run's shape (226 key frames of 1,280
-features, a 1,001-word vocabulary, 8 tokens per comment), for several user counts, and prints the fixed and
-per-user parts of a step fitted by least squares. No Spark, no Horovod: the single-process cost alone.
+With torch's dense Adam (`train.optimizer=dense_adam`) every step rewrites the whole user table (and, under Horovod,
+allreduces its gradient), whatever rows the batch touched: steps per epoch grow with the examples and the cost of a
+step with the users, so an epoch grows with their product. `adam` (the default, `kfr_spark.models.optim`) trains
+to the same parameters at the cost of the rows a batch touches. This times one KFRCI step (forward, backward,
+optimizer) with each, in one process and one thread, on random batches of the scale run's shape (226 key frames of
+1,280 features, a 1,001-word vocabulary, 8 tokens per comment), for several user counts, and prints the fixed and
+per-user parts of a step fitted by least squares, and the speed-up over dense Adam (the reference, measured in the
+same run). No Spark, no Horovod: the single-process cost alone.
 
     .venv/bin/python benchmarks/train_step.py
     .venv/bin/python benchmarks/train_step.py --users 7000,70000 --batch 512
@@ -21,14 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def step_ms(users: int, batch: int, frames: int, features: int, vocab: int, steps: int, warmup: int = 10) -> float:
+def step_ms(users: int, batch: int, frames: int, features: int, vocab: int, steps: int, optimizer: str,
+            warmup: int = 10) -> float:
     import torch
 
     from kfr_spark.models.base import make_optimizer
     from kfr_spark.models.kfr import KFRCI
 
     model = KFRCI(users, frames, feature_dim=features, vocab_size=vocab)
-    opt = make_optimizer(model, "adam", lr=0.005)
+    opt = make_optimizer(model, optimizer, lr=0.005)
     gen = torch.Generator().manual_seed(0)
 
     def random_batch():
@@ -60,18 +63,22 @@ def main() -> int:
 
     torch.set_num_threads(1)
     counts = [int(x) for x in args.users.split(",")]
-    print(f"KFRCI train step, batch {args.batch}, 1 thread, torch {torch.__version__}")
-    print(f"{'users':>9}  {'ms per step':>11}")
-    points = []
+    optimizers = ("dense_adam", "adam")
+    print(f"KFRCI train step, batch {args.batch}, 1 thread, torch {torch.__version__}; ms per step")
+    print(f"{'users':>9}  " + "  ".join(f"{o:>10}" for o in optimizers) + "  speed-up")
+    points: dict[str, list[tuple[int, float]]] = {o: [] for o in optimizers}
     for users in counts:
-        ms = step_ms(users, args.batch, frames=226, features=1280, vocab=1001, steps=args.steps)
-        points.append((users, ms))
-        print(f"{users:>9,}  {ms:>11.1f}", flush=True)
-    if len(points) >= 2:
-        n = len(points)
-        mx, my = sum(u for u, _ in points) / n, sum(m for _, m in points) / n
-        slope = sum((u - mx) * (m - my) for u, m in points) / sum((u - mx) ** 2 for u, _ in points)
-        print(f"fit: {my - slope * mx:.1f} ms per step + {slope * 1000:.2f} ms per thousand users")
+        row = [step_ms(users, args.batch, frames=226, features=1280, vocab=1001, steps=args.steps, optimizer=o)
+               for o in optimizers]
+        for o, ms in zip(optimizers, row):
+            points[o].append((users, ms))
+        print(f"{users:>9,}  " + "  ".join(f"{ms:>10.1f}" for ms in row) + f"  {row[0] / row[1]:>7.2f}x", flush=True)
+    if len(counts) >= 2:
+        for o, pts in points.items():
+            n = len(pts)
+            mx, my = sum(u for u, _ in pts) / n, sum(m for _, m in pts) / n
+            slope = sum((u - mx) * (m - my) for u, m in pts) / sum((u - mx) ** 2 for u, _ in pts)
+            print(f"fit {o:>10}: {my - slope * mx:.1f} ms per step + {slope * 1000:.3f} ms per thousand users")
     return 0
 
 

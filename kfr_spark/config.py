@@ -236,7 +236,10 @@ class TrainConfig(_Section):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1, description="rows per step per process")
     lr: float = Field(default=0.01, gt=0)
-    optimizer: Literal["adam", "sgd", "adagrad"] = "adam"
+    optimizer: Literal["adam", "dense_adam", "sgd", "adagrad"] = Field(
+        default="adam", description="adam: Adam at the cost of the embedding rows a batch touches (updates of rows "
+        "a batch left out are deferred, not dropped); dense_adam: torch's Adam over whole tables, whose steps grow "
+        "with the users and frames")
     patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="training rows held out for early stopping")
     seed: int = 0

@@ -282,6 +282,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     from kfr_spark.distributed import join
     from kfr_spark.models import build_model
     from kfr_spark.models.base import as_batch, make_optimizer, seeded
+    from kfr_spark.models.optim import flush, watch
 
     comm = join()
     torch.set_num_threads(spec.threads_per_proc)
@@ -294,7 +295,9 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     if spec.item_frames_path:  # item-level: the model holds every video's frames; batches carry indices only
         model.set_item_frames(np.asarray(table), frame_index=np.load(spec.item_frames_path))
         table = None
-    optimizer = make_optimizer(model, spec.optimizer, spec.lr)
+    # Horovod's wrapper is a new optimizer built from the param groups, with an empty state: a resumed state is
+    # loaded into it, not into the optimizer it wraps (there, Adam's moments were lost on every resume).
+    optimizer = comm.distributed_optimizer(make_optimizer(model, spec.optimizer, spec.lr), model)
     history: list[dict[str, float]] = []
     start_epoch, best, best_epoch, stale, finished = 0, math.inf, -1, 0, False
     state_file = _state_path(spec.run_dir)
@@ -307,8 +310,8 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                                                 int(state["best_epoch"]), int(state["stale"]))
         finished = bool(state["finished"])
     resumed_from = start_epoch
-    optimizer = comm.distributed_optimizer(optimizer, model)
     comm.broadcast(model, optimizer)
+    watch(optimizer, model)  # the optimizer that steps catches up the rows each lookup reads
     fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
     moments = [0, 0.0, 0.0]  # n, Σ score, Σ score² of the last validation pass (pointwise models): score_spread()
@@ -369,6 +372,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 model.train()
                 train_loss = mean_loss(train_batches, spec.steps_per_epoch, train=True)
+                flush(optimizer)  # the epoch's deferred row updates, before validation and the checkpoint
                 model.eval()
                 val_loss = mean_loss(val_batches, spec.val_steps, train=False) if spec.val_steps else train_loss
                 val_spread = score_spread()

@@ -285,14 +285,29 @@ def seeded(seed: int):
 
 
 # -- training --------------------------------------------------------------------------------------------------------
-OPTIMIZERS = ("adam", "sgd", "adagrad")
+OPTIMIZERS = ("adam", "dense_adam", "sgd", "adagrad")
 
 
-def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """The optimizer `fit` uses. Prefer the models' own `reg` (L2 on the batch's embedding rows, as in the
-    papers) to `weight_decay`, which decays every row, also those of frames never seen in training."""
+def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-2, weight_decay: float = 0.0
+                   ) -> torch.optim.Optimizer:
+    """The optimizer `fit` and the distributed trainer use. "adam" switches the model's embedding tables to sparse
+    gradients and trains with `DeferredAdam`, Adam's rule at the cost of the rows a batch touches rather than of the
+    whole user and frame tables (see `kfr_spark.models.optim`; with `weight_decay`, which reaches every row every
+    step, it is torch's dense Adam). "dense_adam" is torch's Adam over whole tables, the reference it is measured
+    against. Prefer the models' own `reg` (L2 on the batch's embedding rows, as in the papers) to `weight_decay`,
+    which decays every row, also those of frames never seen in training. Call `optim.flush(optimizer)` before the
+    parameters are read."""
+    from kfr_spark.models.optim import DeferredAdam, unwatch, use_sparse_gradients
+
+    deferred = name == "adam" and not weight_decay
+    use_sparse_gradients(model, deferred)
+    unwatch(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    if name == "adam":
+    if deferred:
+        optimizer = DeferredAdam(params, lr=lr)
+        optimizer.watch(model)
+        return optimizer
+    if name in ("adam", "dense_adam"):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
@@ -311,6 +326,8 @@ def fit(model: KeyFrameRecommender, batches: Iterable[Mapping[str, Any]] | Calla
     Returns one record per epoch: {"epoch", "loss" (mean over batches), "batches", "examples"}."""
     if model.objective == "counts":
         raise TypeError(f"{model.name} has no gradient: use fit_counts")
+    from kfr_spark.models.optim import clip_grad_norm_, flush
+
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     device = model._device()
     history: list[dict[str, float]] = []
@@ -326,7 +343,7 @@ def fit(model: KeyFrameRecommender, batches: Iterable[Mapping[str, Any]] | Calla
                     raise FloatingPointError(f"{model.name}: loss became {loss.item()} at epoch {epoch}")
                 loss.backward()
                 if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
                 total += float(loss.detach())
                 n_batches += 1
@@ -334,6 +351,7 @@ def fit(model: KeyFrameRecommender, batches: Iterable[Mapping[str, Any]] | Calla
             if n_batches == 0:
                 raise ValueError(f"epoch {epoch} got no batches (a generator is spent after one epoch: pass a list "
                                  "or a callable epoch -> batches)")
+            flush(opt)  # the epoch's deferred row updates, before anyone reads the model
             record = {"epoch": epoch, "loss": total / n_batches, "batches": n_batches, "examples": n_examples}
             history.append(record)
             if on_epoch_end is not None and on_epoch_end(epoch, model, record):
