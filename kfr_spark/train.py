@@ -110,6 +110,7 @@ class TrainResult:
     val_rows: int = 0
     seconds: float = 0.0
     processes: int = 1
+    resumed_at_step: int = 0  # a resumed run: the optimizer step it went on from (0: started afresh)
 
     @property
     def model_path(self) -> Path:
@@ -312,6 +313,9 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     resumed_from = start_epoch
     comm.broadcast(model, optimizer)
     watch(optimizer, model)  # the optimizer that steps catches up the rows each lookup reads
+    # The optimizer's own step count (Adam's bias correction) where training goes on: a resumed run's proof that it
+    # carries on with its optimizer state rather than a fresh one.
+    at_step = max((int(s["step"]) for s in optimizer.state.values() if "step" in s), default=0)
     fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
     moments = [0, 0.0, 0.0]  # n, Σ score, Σ score² of the last validation pass (pointwise models): score_spread()
@@ -363,7 +367,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
 
     if finished:  # this very training ran to its end before: nothing to do
         return {"rank": comm.rank, "size": comm.size, "history": history, "resumed_from": start_epoch,
-                "best": best, "best_epoch": best_epoch}
+                "resumed_at_step": at_step, "best": best, "best_epoch": best_epoch}
     epoch = start_epoch - 1
     with train_data.batches(spec.batch_size, rank=comm.rank, shards=comm.size, seed=spec.seed) as train_batches, \
             val_data.batches(spec.batch_size, rank=comm.rank, shards=comm.size, shuffle=False) as val_batches:
@@ -393,7 +397,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                 if done:
                     break
     return {"rank": comm.rank, "size": comm.size, "history": history, "resumed_from": resumed_from,
-            "best": best, "best_epoch": best_epoch}
+            "resumed_at_step": at_step if resumed_from else 0, "best": best, "best_epoch": best_epoch}
 
 
 # -- the job -------------------------------------------------------------------------------------------------------
@@ -480,7 +484,8 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     root = next(r for r in results if r["rank"] == 0)
     result = TrainResult(
         model=model_cls.name, run_key=key, run_dir=str(run_dir), epochs_run=len(root["history"]),
-        resumed_from_epoch=root["resumed_from"], best_epoch=root["best_epoch"], best_val_loss=root["best"],
+        resumed_from_epoch=root["resumed_from"], resumed_at_step=root["resumed_at_step"],
+        best_epoch=root["best_epoch"], best_val_loss=root["best"],
         history=root["history"], train_rows=train_data.rows, val_rows=val_data.rows, seconds=seconds,
         processes=root["size"],
     )
@@ -495,7 +500,7 @@ def train_model(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_n
     run.rows_in = train_data.rows + val_data.rows
     run.rows_out = result.epochs_run
     run.metrics.update({"train_rows": train_data.rows, "val_rows": val_data.rows, "epochs": result.epochs_run,
-                        "resumed_from_epoch": result.resumed_from_epoch,
+                        "resumed_from_epoch": result.resumed_from_epoch, "resumed_at_step": result.resumed_at_step,
                         "best_val_loss": result.best_val_loss, "seconds": seconds, "processes": result.processes,
                         "examples_per_s": sum(h["examples"] for h in result.history) / max(seconds, 1e-9)})
     train_data.close(), val_data.close()
@@ -618,7 +623,8 @@ def run_job(args, config: KfrConfig) -> int:
     lake = Lakehouse(config.lakehouse.root)
     with record_job_run(spark, lake, STAGE, config, {"model": model, "num_proc": config.train.num_proc}) as run:
         r = train_model(spark, lake, config, model, run)
-    resumed = f", resumed after epoch {r.resumed_from_epoch - 1}" if r.resumed_from_epoch else ""
+    resumed = (f", resumed after epoch {r.resumed_from_epoch - 1} (optimizer step {r.resumed_at_step})"
+               if r.resumed_from_epoch else "")
     print(f"train: {r.model} on {r.processes} process(es): {r.train_rows:,} rows, {r.epochs_run} epochs{resumed}, "
           f"best validation loss {r.best_val_loss:.4f} at epoch {r.best_epoch} in {r.seconds:.1f}s → {r.model_path} "
           f"[run {run.run_id}]")

@@ -147,6 +147,22 @@ def test_a_run_killed_after_an_epoch_resumes_from_its_checkpoint(spark, frame_go
     assert len(rows) == 1 and rows[0]["mlflow_run_id"] == runs[0].info.run_id
 
 
+@pytest.mark.skipif(not horovod_available(), reason="horovod is not installed")
+def test_a_two_process_run_resumes_with_its_optimizer_state(spark, frame_gold, monkeypatch):
+    """Horovod's optimizer wrapper is a new optimizer with an empty state: the checkpoint's Adam moments and step
+    count must reach it, or every resume restarts Adam (its bias correction from step 1, its moments from 0)."""
+    lake, config = frame_gold
+    settings = dict(num_proc=2, epochs=3, batch_size=32, patience=3, lr=0.02, hyper={"kfri": {"dim": 8}})
+    monkeypatch.setenv(FAIL_AFTER_EPOCH_ENV, "1")
+    with pytest.raises(RuntimeError):
+        train(spark, lake, config, "kfri", **settings)
+    monkeypatch.delenv(FAIL_AFTER_EPOCH_ENV)
+    resumed, _ = train(spark, lake, config, "kfri", **settings)
+    steps_per_epoch = resumed.history[0]["examples"] // (32 * 2)
+    assert resumed.resumed_from_epoch == 2 and resumed.processes == 2
+    assert resumed.resumed_at_step >= 2 * steps_per_epoch > 1
+
+
 def test_a_model_name_serves_the_run_its_latest_training_resolved_to(spark, frame_gold):
     """Back to the old settings after an experiment: kfr train finds the old run finished, and from then on
     scoring, evaluate --model and the nightly use it again, not the experiment's newer model."""
