@@ -70,7 +70,8 @@ def test_deferred_adam_trains_to_what_adam_trains_to_on_sparse_batches():
 
 
 def test_a_row_left_out_waits_for_its_updates_until_it_is_touched_or_flushed():
-    touched_then_left = [(np.array([0, 1, 2]), np.array([1.0, -1.0, 0.5]))] + [(np.array([0, 1]), np.array([1.0, 0.0]))] * 5
+    first = (np.array([0, 1, 2]), np.array([1.0, -1.0, 0.5]))
+    touched_then_left = [first] + [(np.array([0, 1]), np.array([1.0, 0.0]))] * 5
     dense, lazy = TableAndLayer(), TableAndLayer()
     train(dense, torch.optim.Adam(dense.parameters(), lr=0.05), touched_then_left)
     opt = deferred(lazy)
@@ -120,11 +121,13 @@ def test_with_adam_a_models_embedding_gradients_hold_only_the_batchs_rows(name):
     assert isinstance(make_optimizer(model, "adam"), DeferredAdam)
     rng = np.random.default_rng(1)
     if name == "kfrci":
-        b = {"user": torch.as_tensor(rng.integers(0, users, batch)), "frame": torch.as_tensor(rng.integers(0, items, batch)),
+        b = {"user": torch.as_tensor(rng.integers(0, users, batch)),
+             "frame": torch.as_tensor(rng.integers(0, items, batch)),
              "features": torch.randn(batch, 8), "label": torch.ones(batch),
              "tokens": torch.as_tensor(rng.integers(1, 50, size=(batch, 5)))}
     else:
-        b = {"user": torch.as_tensor(rng.integers(0, users, batch)), "pos": torch.as_tensor(rng.integers(0, items, batch)),
+        b = {"user": torch.as_tensor(rng.integers(0, users, batch)),
+             "pos": torch.as_tensor(rng.integers(0, items, batch)),
              "neg": torch.as_tensor(rng.integers(0, items, (batch, 3)))}
     model.loss(b).backward()
     tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -186,7 +189,8 @@ def test_flush_is_nothing_for_the_dense_optimizers():
 
 def test_clipping_a_sparse_gradient_scales_it_to_the_norm():
     p = nn.Parameter(torch.zeros(5, 2))
-    p.grad = torch.sparse_coo_tensor(torch.tensor([[1, 1, 4]]), torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]]), (5, 2))
+    values = torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]])
+    p.grad = torch.sparse_coo_tensor(torch.tensor([[1, 1, 4]]), values, (5, 2))
     total = clip_grad_norm_([p], 1.0)
     assert float(total) == pytest.approx(5.0)
     assert float(torch.linalg.vector_norm(p.grad.to_dense())) == pytest.approx(1.0, rel=1e-5)

@@ -35,5 +35,8 @@ def test_a_training_process_killed_mid_epoch_resumes_from_its_last_checkpoint(sp
     assert resumed.processes == 2
     assert resumed.resumed_from_epoch == epoch  # every epoch before the kill was checkpointed
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    steps_per_epoch = resumed.history[0]["examples"] // (32 * 2)
+    assert resumed.resumed_at_step >= epoch * steps_per_epoch  # with the checkpoint's optimizer state, not afresh
     tally.trial("training process killed mid-epoch", trial, resumed_at_epoch=f"{epoch} of 0-3",
+                resumed_at_optimizer_step=resumed.resumed_at_step,
                 kill_point=f"rank {rank}, epoch {epoch}, step {step}")
