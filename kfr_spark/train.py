@@ -315,7 +315,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
     watch(optimizer, model)  # the optimizer that steps catches up the rows each lookup reads
     # The optimizer's own step count (Adam's bias correction) where training goes on: a resumed run's proof that it
     # carries on with its optimizer state rather than a fresh one.
-    at_step = max((int(s["step"]) for s in optimizer.state.values() if "step" in s), default=0)
+    at_step = max((int(s["step"]) for s in optimizer.state.values() if "step" in s), default=0) if start_epoch else 0
     fail_after, kill_at = spec.fail_after_epoch, spec.kill_mid_epoch
 
     moments = [0, 0.0, 0.0]  # n, Σ score, Σ score² of the last validation pass (pointwise models): score_spread()
@@ -397,7 +397,7 @@ def train_worker(spec: WorkerSpec, train_data, val_data) -> dict[str, Any]:
                 if done:
                     break
     return {"rank": comm.rank, "size": comm.size, "history": history, "resumed_from": resumed_from,
-            "resumed_at_step": at_step if resumed_from else 0, "best": best, "best_epoch": best_epoch}
+            "resumed_at_step": at_step, "best": best, "best_epoch": best_epoch}
 
 
 # -- the job -------------------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kfr_spark.models.optim import DeferredAdam, clip_grad_norm_, flush, use_sparse_gradients, watch
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -297,23 +299,21 @@ def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-2, weigh
     against. Prefer the models' own `reg` (L2 on the batch's embedding rows, as in the papers) to `weight_decay`,
     which decays every row, also those of frames never seen in training. Call `optim.flush(optimizer)` before the
     parameters are read."""
-    from kfr_spark.models.optim import DeferredAdam, unwatch, use_sparse_gradients
-
     deferred = name == "adam" and not weight_decay
     use_sparse_gradients(model, deferred)
-    unwatch(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if deferred:
         optimizer = DeferredAdam(params, lr=lr)
-        optimizer.watch(model)
-        return optimizer
-    if name in ("adam", "dense_adam"):
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    elif name in ("adam", "dense_adam"):
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    elif name == "adagrad":
+        optimizer = torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    watch(optimizer, model)  # DeferredAdam hooks the lookups; any other removes an earlier optimizer's hooks
+    return optimizer
 
 
 def fit(model: KeyFrameRecommender, batches: Iterable[Mapping[str, Any]] | Callable[[int], Iterable[Mapping[str, Any]]],
@@ -326,8 +326,6 @@ def fit(model: KeyFrameRecommender, batches: Iterable[Mapping[str, Any]] | Calla
     Returns one record per epoch: {"epoch", "loss" (mean over batches), "batches", "examples"}."""
     if model.objective == "counts":
         raise TypeError(f"{model.name} has no gradient: use fit_counts")
-    from kfr_spark.models.optim import clip_grad_norm_, flush
-
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     device = model._device()
     history: list[dict[str, float]] = []

@@ -53,10 +53,10 @@ def use_sparse_gradients(model: nn.Module, sparse: bool = True) -> int:
 class DeferredAdam(torch.optim.Optimizer):
     """Adam (no AMSGrad, no weight decay) that accepts sparse gradients and defers untouched rows' updates.
 
-    State per parameter: Adam's `step`, `exp_avg`, `exp_avg_sq`, and `last` (int64, one per row of the first
-    dimension): the step a row's moments and value are brought up to. A state saved by `torch.optim.Adam` loads as
-    every row up to date. A sparse gradient may list a row more than once (Horovod's allgather concatenates the
-    processes' rows): the duplicates are summed, as their dense sum would be.
+    State per parameter: Adam's `step`, `exp_avg`, `exp_avg_sq`, and, once a sparse gradient arrives, `last`
+    (int64, one per row of the first dimension): the step a row's moments and value are brought up to. A state
+    saved by `torch.optim.Adam` loads as every row up to date. A sparse gradient may list a row more than once
+    (Horovod's allgather concatenates the processes' rows): the duplicates are summed, as their dense sum would be.
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], lr: float = 1e-3,
@@ -66,6 +66,7 @@ class DeferredAdam(torch.optim.Optimizer):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"DeferredAdam's betas must be in [0, 1) (got {betas})")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+        self._bias_ratios: dict[tuple[float, float], torch.Tensor] = {}
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.state[p]
@@ -73,8 +74,6 @@ class DeferredAdam(torch.optim.Optimizer):
             state["step"] = torch.zeros((), dtype=torch.float32)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if "last" not in state and p.dim() >= 1:
-            state["last"] = torch.full((p.shape[0],), int(state["step"]), dtype=torch.int64)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -89,14 +88,13 @@ class DeferredAdam(torch.optim.Optimizer):
     def _bias_ratio(self, beta1: float, beta2: float, upto: int) -> torch.Tensor:
         """√(1 − β2^s) / (1 − β1^s) for s = 0..upto at least (entry 0 unused): Adam's bias corrections of step s,
         computed once per optimizer."""
-        cache = self.__dict__.setdefault("_bias_ratios", {})
-        ratio = cache.get((beta1, beta2), torch.empty(0, dtype=torch.float64))
+        ratio = self._bias_ratios.get((beta1, beta2), torch.empty(0, dtype=torch.float64))
         if len(ratio) <= upto:  # grown in fixed blocks, so an entry's last bit never depends on the table's size
             blocks = [ratio]
             for start in range(len(ratio), upto + 1, 4096):
                 s = torch.arange(start, start + 4096, dtype=torch.float64)
                 blocks.append(torch.sqrt(1 - beta2**s) / (1 - beta1**s).clamp_min(1e-300))
-            ratio = cache[(beta1, beta2)] = torch.cat(blocks)
+            ratio = self._bias_ratios[(beta1, beta2)] = torch.cat(blocks)
         return ratio
 
     def _catch_up(self, p: torch.Tensor, state: dict, rows: torch.Tensor | None, upto: int, group: dict) -> None:
@@ -150,6 +148,8 @@ class DeferredAdam(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     grad = p.grad.coalesce()
                     rows, values = grad.indices()[0], grad.values()
+                    if "last" not in state:  # every row is up to date until the first sparse step
+                        state["last"] = torch.full((p.shape[0],), step - 1, dtype=torch.int64)
                     self._catch_up(p, state, rows, step - 1, group)
                     m_rows = m[rows].lerp_(values, 1 - beta1)
                     v_rows = v[rows].mul_(beta2).addcmul_(values, values, value=1 - beta2)
