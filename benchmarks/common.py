@@ -92,6 +92,20 @@ class TreeSampler:
             self._stop.wait(self.interval)
 
 
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (default: this one) and its live descendants: in local mode, the
+    driver, the JVM and the Python workers together."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def peak_between(series: list[tuple[float, int]], start: float, end: float, slack: float = 0.5) -> int:
     """The highest sample of a TreeSampler series within [start, end] (widened by one sampling interval)."""
     return max((rss for t, rss in series if start - slack <= t <= end + slack), default=0)
