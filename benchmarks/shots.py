@@ -61,13 +61,10 @@ import json, sys, time
 import cv2
 cv2.setNumThreads(1)
 from kfr_spark.config import ShotsConfig
-cap = cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(ShotsConfig().decode_threads)])
-cpu0, frames = time.process_time(), 0
-while True:
-    ok, frame = cap.read()
-    if not ok:
-        break
-    frames += 1
+from kfr_spark.shots import decode, open_capture
+cap = open_capture(sys.argv[1], ShotsConfig())
+cpu0 = time.process_time()
+frames = sum(1 for _ in decode(cap))
 print(json.dumps({"frames": frames, "cpu_s": time.process_time() - cpu0}))
 """
 

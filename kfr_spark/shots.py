@@ -572,6 +572,11 @@ def decode(cap) -> Iterator[Decoded]:
         yield Decoded(frame, float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0)
 
 
+def open_capture(path: str, params: ShotsConfig):
+    """OpenCV's FFmpeg reader as the detector uses it (benchmarks time the same reader)."""
+    return cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(params.decode_threads)])
+
+
 def analyze_video(uri: str, params: ShotsConfig, *, catalog_fps: float | None = None) -> VideoShots:
     """Decode a video once and return its shots with key frames; raise VideoReject for a bad file."""
     path = local_path(uri)
@@ -581,7 +586,7 @@ def analyze_video(uri: str, params: ShotsConfig, *, catalog_fps: float | None = 
             raise VideoReject("missing_file", f"no file at {path}")
         if p.stat().st_size == 0:
             raise VideoReject("empty_file", f"{path} is empty")
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, int(params.decode_threads)])
+    cap = open_capture(path, params)
     try:
         if not cap.isOpened():
             raise VideoReject("undecodable", f"cannot open {path}: not a video, or truncated before its index")
