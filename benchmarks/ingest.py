@@ -66,18 +66,16 @@ def reference_ingest(danmaku_dir: Path, out_file: Path) -> tuple[int, float, flo
 
 
 WRITE_FLOOR = r'''
-import json, sys, time
+import json, sys
 sys.path.insert(0, "benchmarks")  # run from the repository root
-from common import tree_cpu_seconds as tree_cpu
+from common import delta_append_cost
 from pyspark.sql import functions as F
-from kfr_spark import delta_io
 from kfr_spark.catalog import BRONZE_TSC, Lakehouse
 from kfr_spark.config import load_config
 from kfr_spark.session import build_session
 
 parquet, root = sys.argv[1], sys.argv[2]
 spark = build_session(load_config(overrides=[f"lakehouse.root={root}"]), "bench-ingest-floor")
-lake = Lakehouse(root)
 rows = spark.read.parquet(parquet).select(
     F.lit("bilibili").alias("source"), "video_id", "comment_id", "user_id", "video_time_s",
     F.timestamp_seconds("posted_at").alias("posted_at"), "mode", "text", "font_size", "color", "pool", "is_special",
@@ -85,16 +83,7 @@ rows = spark.read.parquet(parquet).select(
         "source_file"), (F.monotonically_increasing_id() % 1000003).cast("int").alias("record_no"),
     F.lit("bench-run").alias("ingest_run_id"), F.current_date().alias("ingest_date"))
 rows = rows.select([F.col(f.name).cast(f.dataType) for f in BRONZE_TSC.schema.fields])  # the table's column types
-rows.write.format("noop").mode("overwrite").save()  # warm the JVM: the floor is the write, not the start
-cpu = tree_cpu()
-rows.write.format("noop").mode("overwrite").save()
-read_cpu = tree_cpu() - cpu
-delta_io.ensure_table(spark, lake, BRONZE_TSC.name)  # the catalog's table: partitioning, statistics columns
-rows.limit(100000).write.format("delta").save(root + "/warm-up")  # and the Delta writer's code paths
-cpu, wall = tree_cpu(), time.perf_counter()
-rows.write.format("delta").mode("append").save(lake.path(BRONZE_TSC.name))
-print(json.dumps({"write_cpu": tree_cpu() - cpu - read_cpu, "read_cpu": read_cpu,
-                  "write_wall": time.perf_counter() - wall}))
+print(json.dumps(delta_append_cost(spark, rows, Lakehouse(root), BRONZE_TSC.name)))
 '''
 
 

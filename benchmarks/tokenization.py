@@ -213,15 +213,12 @@ def write_bronze(lakehouse: Path, base: list[tuple[str, int]], n: int) -> float:
 JVM_FLOOR = r'''
 import json, sys
 sys.path.insert(0, "benchmarks")  # run from the repository root
-from common import tree_cpu_seconds as tree_cpu
+from common import delta_append_cost, noop_cpu_seconds
 from kfr_spark import delta_io
 from kfr_spark.catalog import BRONZE_TSC, SILVER_TSC_TOKENS, Lakehouse
 from kfr_spark.config import load_config
 from kfr_spark.session import build_session
 from kfr_spark.tokenize_job import INPUT_COLUMNS
-
-def noop(df):
-    df.write.format("noop").mode("overwrite").save()
 
 root, cores, memory = sys.argv[1], sys.argv[2], sys.argv[3]
 config = load_config(overrides=[f"lakehouse.root={root}", f"spark.master=local[{cores}]",
@@ -230,20 +227,9 @@ spark = build_session(config, "bench-tokenize-floor")
 lake = Lakehouse(root)
 comments = delta_io.read_table(spark, lake, BRONZE_TSC.name).select(*INPUT_COLUMNS)
 tokens = delta_io.read_table(spark, lake, SILVER_TSC_TOKENS.name)
-noop(comments)  # warm the JVM: the floor is the work, not the start
-noop(tokens)
-tokens.limit(100000).write.format("delta").save(root + "/floor-warm-up")  # and the Delta writer's code paths
-cpu = tree_cpu()
-noop(comments)
-read_input = tree_cpu() - cpu
-cpu = tree_cpu()
-noop(tokens)
-reread = tree_cpu() - cpu
-delta_io.ensure_table(spark, Lakehouse(root + "/floor"), SILVER_TSC_TOKENS.name)
-cpu = tree_cpu()
-tokens.write.format("delta").mode("append").save(Lakehouse(root + "/floor").path(SILVER_TSC_TOKENS.name))
-write = tree_cpu() - cpu - reread
-print(json.dumps({"read_input_cpu": read_input, "write_output_cpu": write}))
+write = delta_append_cost(spark, tokens, Lakehouse(root + "/floor"), SILVER_TSC_TOKENS.name)  # warms the JVM too
+noop_cpu_seconds(comments)  # and this plan: the floor is the read, not its first compilation
+print(json.dumps({"read_input_cpu": noop_cpu_seconds(comments), "write_output_cpu": write["write_cpu"]}))
 '''
 
 
@@ -258,11 +244,12 @@ def jvm_floor(lakehouse: Path, cores: int, memory: str) -> dict:
 
 
 def spread(base: list[tuple[str, int]], total: int, n: int, runs: int = 5) -> Iterator[tuple[str, int, float]]:
-    """n of the `total` comments, as `runs` evenly spaced runs of consecutive comments (n // runs each)."""
+    """n of the `total` comments, as `runs` runs of consecutive comments with equal gaps between them (the last run
+    takes the remainder), so exactly n are yielded and n == total tiles them all."""
     runs = max(1, min(runs, n))
-    length = n // runs
+    length, gap = n // runs, (total - n) // max(1, runs - 1)
     for k in range(runs):
-        yield from generated(base, length, k * (total - length) // max(1, runs - 1))
+        yield from generated(base, length if k < runs - 1 else n - length * k, k * (length + gap))
 
 
 def reference_rates(base, total: int, n: int, jieba_n: int) -> dict[str, tuple[int, float]]:
@@ -280,28 +267,25 @@ def reference_rates(base, total: int, n: int, jieba_n: int) -> dict[str, tuple[i
 
     proc = processor_for(load_resources(TextConfig()))  # dictionary loaded before the clock starts
     gc.collect()
-    started, cpu0, done = time.perf_counter(), time.process_time(), 0
+    started, cpu0 = time.perf_counter(), time.process_time()
     for text, mode, t in spread(base, total, n):
         proc.process(text, mode, False, t)
-        done += 1
-    out["pipeline (1 process)"] = (done, time.perf_counter() - started)
-    out["pipeline cpu"] = (done, time.process_time() - cpu0)
+    out["pipeline (1 process)"] = (n, time.perf_counter() - started)
+    out["pipeline cpu"] = (n, time.process_time() - cpu0)
 
     fast = jieba_fast.Tokenizer()
     fast.initialize()
-    started, done = time.perf_counter(), 0
+    started = time.perf_counter()
     for text, _, _ in spread(base, total, n):
         fast.lcut(text)
-        done += 1
-    out["jieba_fast.lcut only"] = (done, time.perf_counter() - started)
+    out["jieba_fast.lcut only"] = (n, time.perf_counter() - started)
 
     slow = jieba.Tokenizer()
     slow.initialize()
-    started, done = time.perf_counter(), 0
+    started = time.perf_counter()
     for text, _, _ in spread(base, total, jieba_n):
         slow.lcut(text)
-        done += 1
-    out["jieba.lcut only"] = (done, time.perf_counter() - started)
+    out["jieba.lcut only"] = (jieba_n, time.perf_counter() - started)
     return out
 
 
