@@ -92,6 +92,16 @@ class TreeSampler:
             self._stop.wait(self.interval)
 
 
+def child_json(script: str, *args: object) -> dict:
+    """Run `script` (Python source) in a fresh interpreter from the repository root; return the JSON object it
+    prints last. Each measurement gets a JVM of its own, so none inherits another's warm-up, JIT or cache."""
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def tree_cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of a process (default: this one) and its live descendants: in local mode, the
     driver, the JVM and the Python workers together."""

@@ -27,6 +27,16 @@ bronze.tsc and write the output rows to silver.tsc_tokens, which costs what Spar
 own output, re-read and written again to a fresh table, the re-read's CPU taken off). No job can beat
 cores × pipeline seconds / (pipeline CPU-s + that JVM floor).
 
+That floor leaves out what the design itself costs: the per-comment work is Python, so every comment goes from
+the JVM to a Python worker and its results come back as Arrow. Two more figures, each in a fresh JVM as the job
+has, count it:
+  * the round trip: the job's input columns read, handed to Python workers as Python values, and answered with
+    output rows of the job's schema built from real results (10,000 of the job's own rows, reused; no
+    tokenizing), appended to a fresh silver.tsc_tokens. Ceiling with it: cores × pipeline seconds / (pipeline
+    CPU-s + round-trip CPU-s);
+  * the minimal job: the same, with the job's own `process_partition` (vocabulary given) doing the work; no
+    statistics, vocabulary build, cache or MERGE. Its ratio bounds every job built this way on these cores.
+
 (Named tokenization.py, not tokenize.py: run as a script, a benchmarks/tokenize.py would shadow the standard
 library's `tokenize` module, which `inspect` and `linecache` import, for every script in this folder.)
 
@@ -50,7 +60,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import OUT, REPO, TreeSampler, last_run, mib  # noqa: E402
+from common import OUT, REPO, TreeSampler, child_json, last_run, mib  # noqa: E402
 
 # `kfr tokenize` through kfr_spark.cli.main; the stage is registered here too if cli.py does not list it yet.
 _CHILD = (
@@ -235,12 +245,73 @@ print(json.dumps({"read_input_cpu": noop_cpu_seconds(comments), "write_output_cp
 
 def jvm_floor(lakehouse: Path, cores: int, memory: str) -> dict:
     """CPU seconds Spark alone takes to read the job's input columns and to write its output rows to Delta."""
-    import json
-    import subprocess
+    return child_json(JVM_FLOOR, lakehouse, cores, memory)
 
-    done = subprocess.run([sys.executable, "-c", JVM_FLOOR, str(lakehouse), str(cores), memory],
-                          capture_output=True, text=True, check=True, cwd=REPO)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+
+# The job's lakehouse (its bronze.tsc, silver.vocabulary and silver.tsc_tokens) is read, never written: each
+# measurement appends to a fresh silver.tsc_tokens under its own root.
+DESIGN_COST = r'''
+import json, sys, time
+sys.path.insert(0, "benchmarks")  # run from the repository root
+from common import tree_cpu_seconds
+from pyspark.sql import functions as F
+from kfr_spark import delta_io
+from kfr_spark.catalog import BRONZE_TSC, SILVER_TSC_TOKENS, Lakehouse, arrow_schema
+from kfr_spark.config import load_config
+from kfr_spark.session import build_session
+from kfr_spark.text import load_resources
+from kfr_spark.tokenize_job import INPUT_COLUMNS, PROCESSED_SCHEMA, process_partition, read_vocabulary
+
+root, out_root, cores, memory, mode = sys.argv[1:6]
+config = load_config(overrides=[f"lakehouse.root={root}", f"spark.master=local[{cores}]",
+                                f"spark.driver_memory={memory}"])
+spark = build_session(config, f"bench-tokenize-{mode}")
+lake, out = Lakehouse(root), Lakehouse(out_root)
+delta_io.ensure_table(spark, out, SILVER_TSC_TOKENS.name)
+VALUES = ("text_norm", "tokens", "token_ids", "is_noise", "noise_reason", "truncated", "polarity", "sentiment_score")
+if mode == "minimal":
+    step = process_partition(load_resources(config.text), spark.sparkContext.broadcast(read_vocabulary(spark, lake)))
+else:
+    sample = spark.sparkContext.broadcast([tuple(r) for r in delta_io.read_table(
+        spark, lake, SILVER_TSC_TOKENS.name).select(*VALUES).limit(10_000).collect()])
+
+    def step(batches):
+        """What any Python step costs without its work: inputs to Python values, Python values to output arrays."""
+        import pyarrow as pa
+
+        schema, results, k = arrow_schema(PROCESSED_SCHEMA), sample.value, 0
+        for batch in batches:
+            inputs = [batch.column(c).to_pylist() for c in ("text", "mode", "is_special", "video_time_s")]
+            n = len(inputs[0])
+            columns = dict(zip(VALUES, zip(*(results[(k + i) % len(results)] for i in range(n)))))
+            k += n
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(f.name).cast(f.type) if f.name in ("source", "video_id", "comment_id", "user_id")
+                 else pa.nulls(n, f.type) if f.name == "error" else pa.array(columns[f.name], f.type)
+                 for f in schema], schema=schema)
+
+cpu, wall = tree_cpu_seconds(), time.perf_counter()
+(delta_io.read_table(spark, lake, BRONZE_TSC.name).select(*INPUT_COLUMNS)
+ .mapInArrow(step, schema=PROCESSED_SCHEMA)
+ .filter(F.col("error").isNull())
+ .select(*[c for c in PROCESSED_SCHEMA.fieldNames() if c != "error"], F.lit("bench").alias("sentiment_model"),
+         F.lit("bench").alias("run_id"))
+ .write.format("delta").mode("append").save(out.path(SILVER_TSC_TOKENS.name)))
+wall, cpu = time.perf_counter() - wall, tree_cpu_seconds() - cpu
+rows = delta_io.read_table(spark, out, SILVER_TSC_TOKENS.name).count()
+print(json.dumps({"rows": rows, "seconds": wall, "cpu": cpu}))
+'''
+
+
+def design_cost(lakehouse: Path, cores: int, memory: str, mode: str) -> dict:
+    """{rows, seconds, cpu} of the round trip (mode "round-trip") or the minimal job ("minimal"), timed from the
+    first read to the commit (session start left out, as the job's ledger leaves it out)."""
+    out = lakehouse / f"_bench-{mode}"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        return child_json(DESIGN_COST, lakehouse, out, cores, memory, mode)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def spread(base: list[tuple[str, int]], total: int, n: int, runs: int = 5) -> Iterator[tuple[str, int, float]]:
@@ -352,16 +423,32 @@ def main() -> int:
             f"output rows to Delta in {floor['write_output_cpu']:,.1f} CPU-s ({floor_cpu / rows * 1e6:,.1f} CPU-s per "
             f"million); ceiling on {args.cores} cores: ×{ceiling:.2f} the single-process pipeline"
         )
+        trip = design_cost(lakehouse, args.cores, args.driver_memory, "round-trip")
+        ceiling_trip = args.cores * (rows / pipeline) / (ref_cpu_per_m * rows / 1e6 + trip["cpu"])
+        print(
+            f"  round trip: reading the input, handing it to Python and taking {trip['rows']:,} output rows back to "
+            f"a Delta append costs {trip['cpu']:,.1f} CPU-s ({trip['cpu'] / trip['rows'] * 1e6:,.1f} per million) "
+            f"with no per-comment work; ceiling with it: ×{ceiling_trip:.2f} the single-process pipeline"
+        )
+        minimal = design_cost(lakehouse, args.cores, args.driver_memory, "minimal")
+        bound = minimal["rows"] / minimal["seconds"] / pipeline
+        print(
+            f"  minimal job of this design (input → process_partition in mapInArrow → one Delta append, nothing "
+            f"else): {minimal['rows']:,} comments in {minimal['seconds']:.1f}s = "
+            f"{minimal['rows'] / minimal['seconds']:,.0f} comments/s, "
+            f"{minimal['cpu'] / minimal['rows'] * 1e6:,.1f} CPU-s per million; ×{bound:.2f} the single-process pipeline"
+        )
         results.append((size, rate, pipeline, fast, refs["jieba.lcut only"][0] / refs["jieba.lcut only"][1], peak,
-                        ceiling))
+                        ceiling, ceiling_trip, bound))
         if not args.keep:
             shutil.rmtree(lakehouse, ignore_errors=True)
 
-    print("\n      size   spark c/s   pipeline c/s  ratio  ceiling  jieba_fast c/s  jieba c/s   driver     JVM  "
-          "workers")
-    for size, rate, pipeline, fast, slow, peak, ceiling in results:
+    print("\n      size   spark c/s   pipeline c/s  ratio  ceiling  with trip  minimal  jieba_fast c/s  jieba c/s   "
+          "driver     JVM  workers")
+    for size, rate, pipeline, fast, slow, peak, ceiling, ceiling_trip, bound in results:
         print(
             f"{size:>10,}  {rate:>10,.0f}  {pipeline:>13,.0f}  {rate / pipeline:>4.2f}x  {ceiling:>6.2f}x  "
+            f"{ceiling_trip:>8.2f}x  {bound:>6.2f}x  "
             f"{fast:>14,.0f}  "
             f"{slow:>9,.0f}  {mib(peak.driver_rss):>7} {mib(peak.jvm_rss):>7} {mib(peak.workers_rss):>8}"
         )
