@@ -168,6 +168,9 @@ class TextConfig(_Section):
     jieba_cache_dir: Path | None = None  # None: ~/.cache/kfr-spark/jieba, else a per-user temp folder
     vocab_min_count: int = Field(default=2, ge=1)
     vocab_max_size: int = Field(default=50_000, ge=3, description="ids included: 0 padding, 1 unknown")
+    # Where tokens become vocabulary ids: auto = in the JVM when the kfr-udfs jar (`make setup` builds it) is on the
+    # classpath, else in Python; jvm = the JVM or a clear error; python = always Python. The ids are the same.
+    token_ids_in: Literal["auto", "jvm", "python"] = "auto"
 
 
 class FeaturesConfig(_Section):

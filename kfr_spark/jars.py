@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jars = fetch() if args.action == "fetch" else delta_jars()
     if args.csv:
-        print(",".join(str(p) for p in jars))
+        from kfr_spark.jvm_udfs import built_jar  # the project's own UDF jar ships with Delta's to a cluster
+
+        udfs = built_jar()
+        print(",".join(str(p) for p in [*jars, *([udfs] if udfs else [])]))
     else:
         print(f"[jars] {delta_coordinate()}: {len(jars)} jars in {jar_dir()}")
     return 0

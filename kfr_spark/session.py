@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
-from kfr_spark import jars
+from kfr_spark import jars, jvm_udfs
 from kfr_spark.config import KfrConfig
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ def build_session(config: KfrConfig, app_name: str | None = None) -> SparkSessio
         settings["spark.sql.shuffle.partitions"] = str(spark_cfg.shuffle_partitions)
     if spark_cfg.delta_jars == "cache":
         settings["spark.jars"] = ",".join(str(p) for p in jars.delta_jars())
+    udf_jar = jvm_udfs.built_jar()
+    if udf_jar is not None and not under_spark_submit():  # under spark-submit, --jars ships it (see jvm_udfs)
+        settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), str(udf_jar)]))
     settings.update(spark_cfg.conf)
     for key, value in settings.items():
         builder = builder.config(key, value)

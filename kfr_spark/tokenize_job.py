@@ -5,6 +5,9 @@ functions of `kfr_spark.text`, inside `mapInArrow`. The driver reads the `conf/t
 their contents with the task; every Python worker builds one `TextProcessor` (Jieba's dictionary loaded from
 its on-disk cache) on first use and keeps it for every later batch and task (worker reuse is on).
 
+Token ids are looked up in the JVM (`kfr_spark.jvm_udfs.TokenIdsUdf`, the vocabulary broadcast) when the kfr-udfs
+jar is on the classpath, so tokens do not cross to Python a second time; else in Python (`text.token_ids_in`).
+
 Vocabulary (`silver.vocabulary`): tokens of non-noise comments counted with a Spark aggregation; tokens seen at
 least `text.vocab_min_count` times, most frequent first, ties by token (code point order), get ids 2, 3, … up
 to `text.vocab_max_size` ids in all. Id 0 is padding (`<pad>`), id 1 the unknown token (`<unk>`, its count the
@@ -46,7 +49,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from kfr_spark import delta_io
+from kfr_spark import delta_io, jvm_udfs
 from kfr_spark.catalog import (
     BRONZE_TSC,
     OPS_STAGE_REJECTS,
@@ -56,7 +59,7 @@ from kfr_spark.catalog import (
     Lakehouse,
     arrow_schema,
 )
-from kfr_spark.config import KfrConfig, TextConfig
+from kfr_spark.config import ConfigError, KfrConfig, TextConfig
 from kfr_spark.ledger import JobRun
 from kfr_spark.text import (
     FIRST_TOKEN_ID,
@@ -188,6 +191,39 @@ def token_ids_column(spark: SparkSession, vocab: dict[str, int]):
     return to_ids, broadcast
 
 
+def ids_in_jvm(spark: SparkSession, cfg: TextConfig) -> bool:
+    """Where tokens become ids: the JVM when asked (`jvm`) or when its UDF is there (`auto`), else Python."""
+    if cfg.token_ids_in == "python":
+        return False
+    if jvm_udfs.loaded(spark):
+        return True
+    if cfg.token_ids_in == "jvm":
+        raise ConfigError(f"text.token_ids_in: jvm, but {jvm_udfs.TOKEN_IDS_CLASS} is not on the classpath: build "
+                          "it with `python -m kfr_spark.jvm_udfs build` and add the jar to spark.jars (or use auto)")
+    log.info("tokenize: the kfr-udfs jar is not on the classpath: token ids are looked up in Python")
+    return False
+
+
+class _TokenIds:
+    """The `tokens` → `token_ids` column for a vocabulary, in the JVM or as a pandas UDF; `release()` frees its
+    broadcast."""
+
+    def __init__(self, spark: SparkSession, vocab: dict[str, int], in_jvm: bool) -> None:
+        self.in_jvm = in_jvm
+        if in_jvm:
+            self._jvm = jvm_udfs.TokenIdsUdf(spark, vocab, UNK_ID)
+            self.column = self._jvm.column("tokens")
+        else:
+            to_ids, self._broadcast = token_ids_column(spark, vocab)
+            self.column = to_ids("tokens")
+
+    def release(self) -> None:
+        if self.in_jvm:
+            self._jvm.unpersist()
+        else:
+            self._broadcast.unpersist()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the job
 
@@ -299,7 +335,10 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
     rebuild = vocab is None
     if not rebuild:
         run.read(SILVER_VOCABULARY.name, delta_io.current_version(spark, lake, SILVER_VOCABULARY.name))
-    vocab_bc = spark.sparkContext.broadcast(vocab) if vocab is not None else None
+    in_jvm = ids_in_jvm(spark, cfg)
+    run.params["token_ids_in"] = "jvm" if in_jvm else "python"
+    # Without the JVM lookup, a known vocabulary is applied in the Python step itself (no second pass).
+    vocab_bc = spark.sparkContext.broadcast(vocab) if vocab is not None and not in_jvm else None
     processed = (
         _spread(spark, comments, lambda: _table_files(spark, lake, source_name))
         .mapInArrow(process_partition(res, vocab_bc), schema=PROCESSED_SCHEMA)
@@ -307,6 +346,7 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
     )
     to_unpersist = [processed]
     broadcasts = [b for b in (vocab_bc,) if b is not None]
+    ids: _TokenIds | None = None
     try:
         clock = time.perf_counter()
         stats = processed.groupBy(
@@ -329,10 +369,11 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
             clock = _lap(run, "vocabulary", clock)
             run.metrics["vocab_unknown_share"] = round(unknown_share, 6)
             vocab_size = len(vocab_rows)
-            to_ids, ids_bc = token_ids_column(spark, {t: i for t, i, _ in vocab_rows if i >= FIRST_TOKEN_ID})
-            broadcasts.append(ids_bc)
-            final = processed.withColumn("token_ids", to_ids("tokens"))
-            if have_tokens or n_failed:  # read more than once (MERGE scans its source twice): keep it
+            vocab = {t: i for t, i, _ in vocab_rows if i >= FIRST_TOKEN_ID}
+        if rebuild or in_jvm:
+            ids = _TokenIds(spark, vocab, in_jvm)
+            final = processed.withColumn("token_ids", ids.column)
+            if not in_jvm and (have_tokens or n_failed):  # read twice (MERGE scans its source twice): keep it
                 final = final.persist(StorageLevel.MEMORY_AND_DISK)
                 to_unpersist.append(final)
         good = final.filter(F.col("error").isNull()).select(
@@ -359,6 +400,8 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
             frame.unpersist()
         for b in broadcasts:
             b.unpersist()
+        if ids is not None:
+            ids.release()
 
     noise: dict[str, int] = {}
     negative = truncated = 0

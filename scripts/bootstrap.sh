@@ -18,7 +18,7 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # What the environment is made of; a change to any of these makes the stamp stale.
 fingerprint() {
   cat requirements/lock.txt scripts/bootstrap.sh scripts/build_horovod.sh pyproject.toml \
-      kfr_spark/jars.py | sha256sum | cut -c1-16
+      kfr_spark/jars.py kfr_spark/jvm_udfs.py kfr_spark/jvm/*.java | sha256sum | cut -c1-16
 }
 
 # 0. Debian's Chromium for the gallery's browser test (Playwright drives it; no browser is ever downloaded
@@ -75,6 +75,10 @@ wheel=$(KFR_CACHE_DIR=$cache PYTHON="$venv/bin/python" bash scripts/build_horovo
 
 # 5. Delta jars, resolved once from Maven Central into the cache, used offline from then on.
 KFR_CACHE_DIR=$cache "$venv/bin/python" -m kfr_spark.jars fetch >&2
+
+# 6. The JVM UDFs (kfr_spark/jvm/*.java) compiled once per (sources, Spark) into the cache. Optional: without a
+#    JDK's javac the jobs use their Python path.
+KFR_CACHE_DIR=$cache "$venv/bin/python" -m kfr_spark.jvm_udfs build
 
 echo "$want" > "$stamp"
 log "environment ready: $venv (cache $cache)"

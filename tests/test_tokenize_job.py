@@ -213,3 +213,24 @@ def test_a_failing_comment_becomes_a_reject_not_a_failed_batch(monkeypatch, base
     assert list(out["error"].isna()) == [True, False] and "tokenizer exploded" in out["error"].iloc[1]
     assert list(out.iloc[0]["tokens"]) == ["好看"] and out.iloc[0]["polarity"] == 1
     assert out.iloc[1]["is_noise"] and out.iloc[1]["text_norm"] is None
+
+
+def test_python_and_jvm_token_id_lookups_write_the_same_rows(spark, scenario, tmp_path):
+    """The scenario looked ids up in the JVM (set-up builds the jar); the same comments through the Python lookup,
+    on a first run (vocabulary built) and an incremental one (vocabulary read), give the very same rows."""
+    if scenario["first"][1].params["token_ids_in"] != "jvm":
+        pytest.skip("the kfr-udfs jar is not built here (no javac): only the Python lookup exists")
+    lake = Lakehouse(tmp_path / "lakehouse")
+    cfg = scenario["config"].text.model_copy(update={"token_ids_in": "python"})
+    write_bronze(spark, lake, fixture_rows() + bronze_rows("edge", EDGE_ROWS))
+    _, first = run_tokenize(spark, lake, cfg)
+    assert first.params["token_ids_in"] == "python"
+    assert snapshot(spark, lake, SILVER_TSC_TOKENS.name) == scenario["snap_1"][SILVER_TSC_TOKENS.name]
+
+    write_bronze(spark, lake, bronze_rows("later", [("n1", "弹幕合影2333", 1, 300.0, False),
+                                                    ("n2", "火锅涮毛肚真香", 1, 301.0, False)]))
+    run_tokenize(spark, lake, cfg)
+    later = table(spark, lake, SILVER_TSC_TOKENS.name).query("video_id == 'later'").sort_values("comment_id")
+    want = scenario["tokens_2"].query("video_id == 'later'").sort_values("comment_id")
+    assert [list(ids) for ids in later["token_ids"]] == [list(ids) for ids in want["token_ids"]]
+    assert any(UNK_ID not in ids and len(ids) for ids in later["token_ids"])  # known words were looked up
