@@ -161,9 +161,7 @@ shutil.rmtree(out, ignore_errors=True)
 def write_floor(rows: int, videos: int, out: Path) -> float:
     """Seconds Spark takes, on the same cores, only to make as many output rows in the JVM and write them to Delta:
     what no scoring code can go under while the output is a Delta table."""
-    done = subprocess.run([sys.executable, "-c", WRITE_FLOOR, str(rows), str(videos), str(KEEP), str(out)],
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return common.child_json(WRITE_FLOOR, rows, videos, KEEP, out)["seconds"]
 
 
 def reference(lake: Path, model: str, args, out: Path) -> tuple[float, int, common.Peak]:
