@@ -6,14 +6,13 @@ worker and back. Today that is one function, the vocabulary lookup of the tokeni
 The jar is compiled once per (sources, Spark version) with `javac` against pyspark's own jars and cached beside
 the Delta jars (`python -m kfr_spark.jvm_udfs build`, run by `make setup`). It is optional: a machine with a Java
 runtime but no compiler gets no jar, the session leaves it out, and the jobs use their Python path. On a cluster,
-ship the jar with `--jars` as you ship Delta's (`python -m kfr_spark.jvm_udfs show`).
+`--jars "$(python -m kfr_spark.jars show --csv)"` ships it with Delta's jars.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 from kfr_spark.jars import cache_dir
-
-log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).resolve().parent / "jvm"
 TOKEN_IDS_CLASS = "kfr.spark.TokenIds"
@@ -94,7 +91,6 @@ class TokenIdsUdf:
         if any("\0" in token for token in vocabulary):
             raise ValueError("a vocabulary token holds a NUL character")  # the separator of the payload below
         payload = "\0".join(f"{token}\0{i}" for token, i in vocabulary.items()).encode("utf-8")
-        self._spark = spark
         self._udf = spark._jvm.kfr.spark.TokenIds.create(spark._jsparkSession, payload, unknown_id)
         name_digest = hashlib.sha256(payload + str(unknown_id).encode()).hexdigest()[:12]
         self.name = f"kfr_token_ids_{name_digest}"

@@ -45,10 +45,6 @@ public final class TokenIds implements UDF1<scala.collection.Seq<String>, int[]>
         return new TokenIds(context.broadcast(map), unknownId);
     }
 
-    public int size() {
-        return vocabulary.value().size();
-    }
-
     public void unpersist() {
         vocabulary.unpersist();
     }
