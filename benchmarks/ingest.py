@@ -102,7 +102,7 @@ def write_floor(reference_parquet: Path, root: Path) -> dict:
 
 
 MINIMAL_JOB = r'''
-import json, os, sys, time
+import datetime, json, os, sys, time
 sys.path.insert(0, "benchmarks")  # run from the repository root
 from common import tree_cpu_seconds
 from pyspark.sql import functions as F
@@ -121,12 +121,8 @@ cpu, wall = tree_cpu_seconds(), time.perf_counter()
 with session_conf(spark, ingest.read_settings(total, config.ingest, spark.sparkContext.defaultParallelism)):
     parsed = (spark.read.format("binaryFile").options(**ingest._READ_OPTIONS).load([danmaku])
               .select("path", "content").mapInArrow(ingest.parse_partition(config.ingest), ingest.PARSED_SCHEMA))
-    parsed.filter(F.col("kind") == "comment").select(
-        "source", "video_id", "comment_id", "user_id", "video_time_s",
-        F.timestamp_seconds("posted_at_unix").alias("posted_at"), "mode", "text", "font_size", "color", "pool",
-        "is_special", "format", "source_file", "record_no", F.lit("bench").alias("ingest_run_id"),
-        F.current_date().alias("ingest_date"),
-    ).write.format("delta").mode("append").save(lake.path(BRONZE_TSC.name))
+    ingest.bronze_rows(parsed.filter(F.col("kind") == "comment"), "bench", datetime.date.today()).write.format(
+        "delta").mode("append").save(lake.path(BRONZE_TSC.name))
 wall, cpu = time.perf_counter() - wall, tree_cpu_seconds() - cpu
 rows = delta_io.read_table(spark, lake, BRONZE_TSC.name).count()
 print(json.dumps({"rows": rows, "seconds": wall, "cpu": cpu}))

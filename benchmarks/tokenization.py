@@ -254,13 +254,13 @@ DESIGN_COST = r'''
 import json, sys, time
 sys.path.insert(0, "benchmarks")  # run from the repository root
 from common import tree_cpu_seconds
-from pyspark.sql import functions as F
 from kfr_spark import delta_io
 from kfr_spark.catalog import BRONZE_TSC, SILVER_TSC_TOKENS, Lakehouse, arrow_schema
 from kfr_spark.config import load_config
 from kfr_spark.session import build_session
 from kfr_spark.text import load_resources
-from kfr_spark.tokenize_job import INPUT_COLUMNS, PROCESSED_SCHEMA, process_partition, read_vocabulary
+from kfr_spark.tokenize_job import (INPUT_COLUMNS, OUTPUT_VALUES as VALUES, PROCESSED_SCHEMA, process_partition,
+                                   read_vocabulary, tokens_rows)
 
 root, out_root, cores, memory, mode = sys.argv[1:6]
 config = load_config(overrides=[f"lakehouse.root={root}", f"spark.master=local[{cores}]",
@@ -268,7 +268,6 @@ config = load_config(overrides=[f"lakehouse.root={root}", f"spark.master=local[{
 spark = build_session(config, f"bench-tokenize-{mode}")
 lake, out = Lakehouse(root), Lakehouse(out_root)
 delta_io.ensure_table(spark, out, SILVER_TSC_TOKENS.name)
-VALUES = ("text_norm", "tokens", "token_ids", "is_noise", "noise_reason", "truncated", "polarity", "sentiment_score")
 if mode == "minimal":
     step = process_partition(load_resources(config.text), spark.sparkContext.broadcast(read_vocabulary(spark, lake)))
 else:
@@ -291,12 +290,8 @@ else:
                  for f in schema], schema=schema)
 
 cpu, wall = tree_cpu_seconds(), time.perf_counter()
-(delta_io.read_table(spark, lake, BRONZE_TSC.name).select(*INPUT_COLUMNS)
- .mapInArrow(step, schema=PROCESSED_SCHEMA)
- .filter(F.col("error").isNull())
- .select(*[c for c in PROCESSED_SCHEMA.fieldNames() if c != "error"], F.lit("bench").alias("sentiment_model"),
-         F.lit("bench").alias("run_id"))
- .write.format("delta").mode("append").save(out.path(SILVER_TSC_TOKENS.name)))
+processed = delta_io.read_table(spark, lake, BRONZE_TSC.name).select(*INPUT_COLUMNS).mapInArrow(step, PROCESSED_SCHEMA)
+tokens_rows(processed, "bench", "bench").write.format("delta").mode("append").save(out.path(SILVER_TSC_TOKENS.name))
 wall, cpu = time.perf_counter() - wall, tree_cpu_seconds() - cpu
 rows = delta_io.read_table(spark, out, SILVER_TSC_TOKENS.name).count()
 print(json.dumps({"rows": rows, "seconds": wall, "cpu": cpu}))

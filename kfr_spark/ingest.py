@@ -181,6 +181,16 @@ def _file_batches(path: str, parsed, cfg: IngestConfig) -> Iterator[pa.RecordBat
     }, n)
 
 
+def bronze_rows(comments: DataFrame, run_id: str, day: date) -> DataFrame:
+    """The bronze.tsc rows of parsed comments (PARSED_SCHEMA rows of kind "comment"), stamped with the run."""
+    return comments.select(
+        "source", "video_id", "comment_id", "user_id", "video_time_s",
+        F.timestamp_seconds("posted_at_unix").alias("posted_at"),
+        "mode", "text", "font_size", "color", "pool", "is_special", "format", "source_file", "record_no",
+        F.lit(run_id).alias("ingest_run_id"), F.lit(day).alias("ingest_date"),
+    )
+
+
 def read_settings(total_bytes: int, cfg: IngestConfig, cores: int) -> dict[str, str]:
     """Pack files into enough partitions for every core, and hand Python a few whole files per batch."""
     target = max(256 * 1024, min(cfg.target_partition_bytes, total_bytes // max(1, 3 * cores) + 1))
@@ -344,12 +354,7 @@ def _ingest(spark: SparkSession, lake: Lakehouse, cfg: IngestConfig, paths: list
 
     try:
         comments, duplicates = _split_duplicates(parsed.filter(F.col("kind") == "comment"))
-        comments = comments.select(
-            "source", "video_id", "comment_id", "user_id", "video_time_s",
-            F.timestamp_seconds("posted_at_unix").alias("posted_at"),
-            "mode", "text", "font_size", "color", "pool", "is_special", "format", "source_file", "record_no",
-            F.lit(run.run_id).alias("ingest_run_id"), F.lit(today).alias("ingest_date"),
-        )
+        comments = bronze_rows(comments, run.run_id, today)
         rejects = parsed.filter(F.col("kind") == "reject").unionByName(duplicates)
         rejects = rejects.select(
             "source_file", "record_no", "reason", "detail", F.substring("raw", 1, 1024).alias("raw"), "format",

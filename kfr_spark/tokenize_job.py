@@ -128,7 +128,7 @@ def sentiment_model_name(res: TextResources) -> str:
 # the Python step
 
 
-_OUTPUT_VALUES = ("text_norm", "tokens", "token_ids", "is_noise", "noise_reason", "truncated", "polarity",
+OUTPUT_VALUES = ("text_norm", "tokens", "token_ids", "is_noise", "noise_reason", "truncated", "polarity",
                   "sentiment_score")
 
 
@@ -160,7 +160,7 @@ def process_partition(res: TextResources, vocabulary=None):
                 except Exception as exc:  # noqa: BLE001 - one bad comment must not kill the batch
                     values.append(failed)
                     errors.append(f"{type(exc).__name__}: {exc}"[:500])
-            columns = dict(zip(_OUTPUT_VALUES, zip(*values))) if values else {k: () for k in _OUTPUT_VALUES}
+            columns = dict(zip(OUTPUT_VALUES, zip(*values))) if values else {k: () for k in OUTPUT_VALUES}
             arrays = []
             for f in schema:
                 if f.name in ("source", "video_id", "comment_id", "user_id"):
@@ -189,6 +189,15 @@ def token_ids_column(spark: SparkSession, vocab: dict[str, int]):
         return pd.Series([None if t is None else [table.get(x, UNK_ID) for x in t] for t in tokens])
 
     return to_ids, broadcast
+
+
+def tokens_rows(processed: DataFrame, model_name: str, run_id: str) -> DataFrame:
+    """The silver.tsc_tokens rows of processed comments (PROCESSED_SCHEMA): failed ones left out, lineage added."""
+    return processed.filter(F.col("error").isNull()).select(
+        *[c for c in PROCESSED_SCHEMA.fieldNames() if c != "error"],
+        F.lit(model_name).alias("sentiment_model"),
+        F.lit(run_id).alias("run_id"),
+    )
 
 
 def ids_in_jvm(spark: SparkSession, cfg: TextConfig) -> bool:
@@ -376,12 +385,7 @@ def tokenize_comments(spark: SparkSession, lake: Lakehouse, cfg: TextConfig, run
             if not in_jvm and (have_tokens or n_failed):  # read twice (MERGE scans its source twice): keep it
                 final = final.persist(StorageLevel.MEMORY_AND_DISK)
                 to_unpersist.append(final)
-        good = final.filter(F.col("error").isNull()).select(
-            *[c for c in PROCESSED_SCHEMA.fieldNames() if c != "error"],
-            F.lit(model_name).alias("sentiment_model"),
-            F.lit(run.run_id).alias("run_id"),
-        )
-        write = delta_io.merge_upsert(spark, lake, SILVER_TSC_TOKENS.name, good)  # first run: a plain append
+        write = delta_io.merge_upsert(spark, lake, SILVER_TSC_TOKENS.name, tokens_rows(final, model_name, run.run_id))  # first run: a plain append
         run.wrote(SILVER_TSC_TOKENS.name, write.version)
         clock = _lap(run, "write", clock)
 
