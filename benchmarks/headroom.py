@@ -98,7 +98,8 @@ def measure(config: SynthConfig, out: Path, align: AlignConfig) -> None:
     shots["exposure"] = (shots["end_s"] - shots["start_s"]) * shots["popularity"]
     pinned = pin_to_shots(comments, shots, align)
     regular = comments["kind"] == "regular"
-    print(f"comments pinned to the shot they were written about: {(pinned == comments['shot_idx'])[regular].mean():.1%}")
+    on_their_shot = (pinned == comments["shot_idx"])[regular].mean()
+    print(f"comments pinned to the shot they were written about: {on_their_shot:.1%}")
     comments = comments.assign(shot_idx=pinned, ok=(comments["sentiment"] >= 0).astype(int))[regular]
 
     frames = (comments.groupby(["user_id", "video_id", "shot_idx"])["ok"].agg(["size", "sum"]).reset_index())

@@ -9,8 +9,8 @@ rendered at 10 fps; users whose taste is over visual concepts — a concept deci
 which words its comments use — and three pairs of concepts drawn alike, so part of every taste shows only in the
 words: preferences are partly visual, partly textual. docs/reproduction.md says why each setting is what it is.
 Every stage runs as `kfr <stage>` against a benchmark lakehouse under benchmarks/out (stages already done are
-skipped on a rerun: delete the folder to start over; a folder generated with other settings is refused). Then every model is trained (`kfr train`) and evaluated (`kfr evaluate`), and the
-script prints:
+skipped on a rerun: delete the folder to start over; a folder generated with other settings is refused). Then every
+model is trained (`kfr train`) and evaluated (`kfr evaluate`), and the script prints:
 
 * KFRCI protocol (frame-level models): F1@K, NDCG@K per model with 95 % intervals;
 * the same queries' ceilings, ranked by the planted exposure and taste (`oracle.py`);
@@ -42,7 +42,7 @@ USES_NEITHER = {"most_popular", "pmf", "bpr"}
 
 
 #: The benchmark dataset's generator settings, beyond its size and seed. Each one is there for a measured reason
-#: (docs/benchmarks.md, "Reproducing the papers"); `--synth KEY=VALUE` changes any of them, and the folder is named
+#: (docs/reproduction.md); `--synth KEY=VALUE` changes any of them, and the folder is named
 #: by what differs from here.
 BENCHMARK_SYNTH: dict = {
     "fps": 10,
