@@ -20,6 +20,7 @@ over the concepts drawn alike): a ceiling for any model that ranks frames by wha
 
     .venv/bin/python benchmarks/headroom.py                                  # the benchmark dataset's settings
     .venv/bin/python benchmarks/headroom.py --synth mean_shot_s=4 --synth min_shot_s=1.5 --synth like_weight=6
+    .venv/bin/python benchmarks/headroom.py --true-shots          # as if alignment were perfect
 
 What it leaves out: shot detection (true shots are used), the sentiment model (true sentiment), greetings (dropped)
 and the user and frame filters of `kfr dataset`. On the benchmark's settings before 2026-12-07 (the generator's
@@ -84,7 +85,7 @@ def per_user(queries: pd.DataFrame, score: np.ndarray, ks: tuple[int, ...], metr
     return table.groupby("user").mean()
 
 
-def measure(config: SynthConfig, out: Path, align: AlignConfig) -> None:
+def measure(config: SynthConfig, out: Path, align: AlignConfig | None) -> None:
     from kfr_spark.models.metrics import paired_t_test, random_ranking_metrics
     from kfr_spark.synth import generate
 
@@ -96,7 +97,7 @@ def measure(config: SynthConfig, out: Path, align: AlignConfig) -> None:
     shots = pd.read_parquet(truth / "shots.parquet")
     users = pd.read_parquet(truth / "users.parquet")
     shots["exposure"] = (shots["end_s"] - shots["start_s"]) * shots["popularity"]
-    pinned = pin_to_shots(comments, shots, align)
+    pinned = comments["shot_idx"].to_numpy() if align is None else pin_to_shots(comments, shots, align)
     regular = comments["kind"] == "regular"
     on_their_shot = (pinned == comments["shot_idx"])[regular].mean()
     print(f"comments pinned to the shot they were written about: {on_their_shot:.1%}")
@@ -177,6 +178,8 @@ def main() -> int:
                         help="a SynthConfig field over the benchmark's settings (reproduce.BENCHMARK_SYNTH)")
     parser.add_argument("--typing-cpm", type=float, default=AlignConfig().typing_chars_per_minute,
                         help="align.typing_chars_per_minute")
+    parser.add_argument("--true-shots", action="store_true",
+                        help="keep every comment on the shot it was written about: what alignment costs")
     args = parser.parse_args()
     settings = {**BENCHMARK_SYNTH, **synth_overrides(args.synth)}
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
@@ -185,7 +188,7 @@ def main() -> int:
                     for k, v in sorted(synth_overrides(args.synth).items()))
     out = common.OUT / f"headroom-{args.comments}-v{args.videos}-s{args.seed}{'-' + name if name else ''}"
     started = time.perf_counter()
-    measure(config, out, AlignConfig(typing_chars_per_minute=args.typing_cpm))
+    measure(config, out, None if args.true_shots else AlignConfig(typing_chars_per_minute=args.typing_cpm))
     print(f"\n{time.perf_counter() - started:.0f}s ({out})")
     return 0
 

@@ -1,7 +1,7 @@
 """Reproduce the papers' findings on the fixed-seed benchmark dataset, through the real pipeline.
 
     .venv/bin/python benchmarks/reproduce.py                 # ~1M comments, 300 rendered videos (long: see --help)
-    .venv/bin/python benchmarks/reproduce.py --comments 300000 --videos 150 --users 1200   # ~35 min
+    .venv/bin/python benchmarks/reproduce.py --comments 300000 --videos 300 --users 1200   # ~42 min
 
 The dataset: `kfr_spark.synth` with a fixed seed and the settings in `BENCHMARK_SYNTH`: ~30 shots of ~8 s per
 video (long enough for K = 20 to mean something, and for comments to land on the shot they were written about),
@@ -299,7 +299,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8, help="frame-level models (early stopping may end sooner)")
     parser.add_argument("--item-epochs", type=int, default=30,
                         help="item-level models (JIFR): ~30k rows an epoch, and still improving after 8")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=512,
+                        help="rows per step per process: 512 on 2 processes is a global batch of 1,024; of 512, "
+                             "1,024 and 2,048 it was best for every model but PMF (docs/reproduction.md)")
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--num-proc", type=int, default=2, help="Horovod processes per training")
