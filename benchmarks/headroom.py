@@ -31,6 +31,7 @@ on the same seed, and MostPopular 0.373 where the pipeline gave 0.373.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from reproduce import BENCHMARK_SYNTH, synth_overrides  # noqa: E402
+import oracle  # noqa: E402
+from reproduce import BENCHMARK_SYNTH, settings_suffix, synth_overrides  # noqa: E402
 
 from kfr_spark.config import AlignConfig  # noqa: E402
 from kfr_spark.synth import SynthConfig  # noqa: E402
@@ -61,14 +63,13 @@ def pin_to_shots(comments: pd.DataFrame, shots: pd.DataFrame, cfg: AlignConfig) 
 
 
 def planted_rates(users: pd.DataFrame, config: SynthConfig) -> dict[int, np.ndarray]:
-    """user id → rate of a label-1 comment on a shot of each concept (relative)."""
-    p_ok = {code: 1.0 - p[0] for code, p in ((1, config.sentiment_liked), (0, config.sentiment_neutral),
-                                              (-1, config.sentiment_disliked))}
+    """user id → rate of a label-1 comment on a shot of each concept (relative), by oracle.py's taste weights."""
+    weight = oracle.taste_weights(dataclasses.asdict(config))
     rates = {}
     for user in users.itertuples():
-        rate = np.full(config.n_concepts, p_ok[0])
-        rate[list(user.liked_concepts)] = config.like_weight * p_ok[1]
-        rate[list(user.disliked_concepts)] = config.dislike_weight * p_ok[-1]
+        rate = np.full(config.n_concepts, weight[0])
+        rate[list(user.liked_concepts)] = weight[1]
+        rate[list(user.disliked_concepts)] = weight[-1]
         rates[user.user_id] = rate
     return rates
 
@@ -184,9 +185,7 @@ def main() -> int:
     settings = {**BENCHMARK_SYNTH, **synth_overrides(args.synth)}
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
                          **settings)
-    name = "-".join(f"{k}{'-'.join(f'{x:g}' for x in v) if isinstance(v, tuple) else f'{v:g}'}"
-                    for k, v in sorted(synth_overrides(args.synth).items()))
-    out = common.OUT / f"headroom-{args.comments}-v{args.videos}-s{args.seed}{'-' + name if name else ''}"
+    out = common.OUT / f"headroom-{args.comments}-v{args.videos}-s{args.seed}{settings_suffix(settings)}"
     started = time.perf_counter()
     measure(config, out, None if args.true_shots else AlignConfig(typing_chars_per_minute=args.typing_cpm))
     print(f"\n{time.perf_counter() - started:.0f}s ({out})")

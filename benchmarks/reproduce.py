@@ -69,13 +69,17 @@ def synth_config(args) -> tuple[str, SynthConfig]:
     overrides = {"video_taste_strength": args.video_taste, "like_weight": args.like_weight, "n_looks": args.looks}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     settings = {**BENCHMARK_SYNTH, **overrides, **synth_overrides(args.synth)}
-    changed = {key: value for key, value in settings.items() if BENCHMARK_SYNTH.get(key) != value}
-    name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + "".join(
-        f"-{key}{'-'.join(f'{v:g}' for v in value) if isinstance(value, tuple) else f'{value:g}'}"
-        for key, value in sorted(changed.items()))
+    name = f"reproduce-{args.comments}-v{args.videos}-s{args.seed}" + settings_suffix(settings)
     config = SynthConfig(seed=args.seed, n_videos=args.videos, n_users=args.users, n_comments=args.comments,
                          with_video=True, **settings)
     return name, config
+
+
+def settings_suffix(settings: dict) -> str:
+    """"-key<value>" for each setting that differs from BENCHMARK_SYNTH, by key ("" for the benchmark itself)."""
+    changed = {key: value for key, value in settings.items() if BENCHMARK_SYNTH.get(key) != value}
+    return "".join(f"-{key}{'-'.join(f'{v:g}' for v in value) if isinstance(value, tuple) else f'{value:g}'}"
+                   for key, value in sorted(changed.items()))
 
 
 def dataset(args) -> tuple[Path, Path]:
@@ -136,7 +140,7 @@ def synth_overrides(pairs: list[str]) -> dict:
     """`--synth KEY=VALUE` → SynthConfig fields, each parsed as its default's type ("2,4" for a range)."""
     import dataclasses
 
-    fields = {f.name: f for f in dataclasses.fields(SynthConfig)}
+    fields = {f.name for f in dataclasses.fields(SynthConfig)}
     out = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
