@@ -1,6 +1,6 @@
 """Reproduce the papers' findings on the fixed-seed benchmark dataset, through the real pipeline.
 
-    .venv/bin/python benchmarks/reproduce.py                 # ~1M comments, 300 rendered videos (long: see --help)
+    .venv/bin/python benchmarks/reproduce.py                 # ~1M comments, 300 rendered videos: ~80 min
     .venv/bin/python benchmarks/reproduce.py --comments 300000 --videos 300 --users 1200   # ~42 min
 
 The dataset: `kfr_spark.synth` with a fixed seed and the settings in `BENCHMARK_SYNTH`: ~30 shots of ~8 s per
