@@ -216,7 +216,7 @@ OPS_MODEL_RUNS = TableSpec(
         ("run_key", StringType(), False),
         ("model", StringType(), False),
         ("params", StringType(), False),  # JSON: shape, hyper-parameters, training settings
-        ("history", StringType(), False),  # JSON list: one {epoch, train_loss, val_loss, seconds, examples} per epoch
+        ("history", StringType(), False),  # JSON list: one {epoch, train_loss, val_loss, [val_ndcg], seconds, examples} per epoch
         ("input_versions", MapType(StringType(), LongType()), False),
         ("best_epoch", IntegerType(), False),
         ("best_val_loss", DoubleType(), True),

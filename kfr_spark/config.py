@@ -243,12 +243,19 @@ class TrainConfig(_Section):
         default="adam", description="adam: Adam at the cost of the embedding rows a batch touches (updates of rows "
         "a batch left out are deferred, not dropped); dense_adam: torch's Adam over whole tables, whose steps grow "
         "with the users and frames")
-    patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
+    patience: int = Field(default=2, ge=1, description="epochs without a better validation measure before stopping")
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="training rows held out for early stopping")
+    monitor: Literal["val_ndcg", "val_loss"] = Field(
+        default="val_ndcg", description="what early stopping and the grid choose on. val_ndcg: NDCG@10 on validation "
+        "queries built like the test's (each video of a held-out positive, its key frames ranked for the user); "
+        "frame-level models only, item-level ones (JIFR) use val_loss. val_loss prefers under-regularised models")
     seed: int = 0
     item_negatives: int = Field(default=10, ge=1, description="item-level models (JIFR): sampled unrated videos per positive (JIFR: 10)")
     # Per-model hyper-parameters, e.g. {kfrci: {dim: 64, alpha: 0.4}}; see kfr_spark.models.
     hyper: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Per-model grids kfr train searches, the best point on `monitor` served: values to cross, e.g. {bpr: {reg:
+    # [0.001, 0.01]}}, or the points themselves, e.g. {vbpr: [{reg: 0.01, reg_visual: 0.01}, ...]}.
+    grid: dict[str, dict[str, list[Any]] | list[dict[str, Any]]] = Field(default_factory=dict)
     model_dir: Path | None = Field(default=None, description="model artifacts (None: <lakehouse>/_artifacts/models)")
     cache_dir: Path | None = Field(default=None, description="Petastorm's Parquet cache (None: <lakehouse>/_artifacts/petastorm)")
 

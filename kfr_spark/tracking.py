@@ -89,7 +89,7 @@ def log_training(config: KfrConfig, *, model: str, run_key: str, params: Mapping
         for record in history:
             if int(record["epoch"]) in logged:
                 continue
-            for name in ("train_loss", "val_loss", "seconds", "examples"):
+            for name in ("train_loss", "val_loss", "val_ndcg", "seconds", "examples"):
                 if name in record:
                     client.log_metric(run_id, name, float(record[name]), step=int(record["epoch"]))
         client.set_tag(run_id, "kfr.job_run_id", job_run_id)

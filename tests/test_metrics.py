@@ -12,7 +12,7 @@ import pytest
 
 from kfr_spark.models.metrics import (betainc, grouped_ranking_metrics, mean_by_user, paired_t_test, ranking_metrics,
                                       sign_flip_test, student_t_cdf, student_t_sf, summarize, top_k,
-                                      wilcoxon_signed_rank)
+                                      user_means_of_query_metric, wilcoxon_signed_rank)
 
 # Cushny & Peebles' sleep data (Student 1908; R's `sleep`): extra hours of sleep under two drugs, same 10 patients
 SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
@@ -82,6 +82,22 @@ def test_per_user_means_skip_undefined_queries():
     users, means = mean_by_user([1.0, 0.0, np.nan, 0.5, np.nan], ["b", "b", "a", "a", "c"])
     assert users.tolist() == ["a", "b", "c"] and means[:2].tolist() == [0.5, 0.5] and math.isnan(means[2])
     assert summarize({"ndcg@5": means}) == {"ndcg@5": 0.5}
+
+
+def test_validation_queries_are_averaged_per_query_then_per_user_like_the_evaluation():
+    """Query ids repeat across users (a video): (user, query) is the query. Rows may come in any order."""
+    rows = [  # user, query, score, relevant
+        (7, 1, 0.9, 0), (3, 1, 0.3, 1), (7, 1, 0.1, 1), (7, 2, 0.2, 0), (7, 1, 0.5, 0), (3, 1, 0.4, 0),
+        (7, 2, 0.8, 1), (3, 5, 0.7, 0), (9, 4, 0.6, 0),
+    ]
+    users, queries, scores, relevant = map(np.array, zip(*rows, strict=True))
+    ids, means = user_means_of_query_metric(users, queries, scores, relevant, "ndcg", 10)
+    assert ids.tolist() == [3, 7, 9]
+    # user 3: its one query with a relevant frame has it second; user 7: third (1/log2 4) and first, averaged
+    np.testing.assert_allclose(means[:2], [1 / math.log2(3), (0.5 + 1.0) / 2])
+    assert math.isnan(means[2])  # user 9's only query has nothing relevant
+    empty_users, empty_means = user_means_of_query_metric([], [], [], [])
+    assert empty_users.size == 0 and empty_means.size == 0
 
 
 def test_metrics_do_not_import_torch():

@@ -16,7 +16,8 @@ from kfr_spark.dataset import build_dataset
 from kfr_spark.distributed import horovod_available
 from kfr_spark.ledger import JobRun
 from kfr_spark.models import MODELS, KeyFrameRecommender
-from kfr_spark.train import FAIL_AFTER_EPOCH_ENV, ModelShape, TrainResult, run_key, train_model, warn_if_constant
+from kfr_spark.train import (FAIL_AFTER_EPOCH_ENV, ModelShape, TrainResult, grid_points, parse_grid, run_key,
+                             train_grid, train_model, validation_queries, warn_if_constant)
 
 pytestmark = pytest.mark.spark
 
@@ -76,6 +77,75 @@ def test_a_model_learns_the_planted_taste_in_one_process(spark, frame_gold, name
     assert run.input_versions["gold.interactions"] >= 1 and run.metrics["train_rows"] == result.train_rows
     if name != "vbpr":  # pointwise: every epoch records how far apart the validation scores are
         assert all(h["val_score_std"] > 0 for h in result.history) and "constant_scores" not in run.metrics
+
+
+def test_validation_queries_rank_a_videos_key_frames_like_the_test(spark, frame_gold):
+    """Each (user, video) with a positive that training holds out is a query over the video's key frames, less the
+    user's other positives (training and test): the held-out ones are relevant, every other candidate is not."""
+    from kfr_spark.train import frame_level_rows
+
+    lake, config = frame_gold
+    cfg = config.train.model_copy(update={"val_fraction": 0.3})
+    queries = validation_queries(spark, lake, MODELS["kfri"], cfg).collect()
+    rows = frame_level_rows(spark, lake, MODELS["kfri"], cfg, config.dataset.backbone, config.dataset.max_tokens)
+    held = {(r["user"], r["frame"]) for r in rows.filter(F.col("_val") & (F.col("label") == 1)).collect()}
+    users = {r["user_id"]: r["user_idx"] for r in delta_io.read_table(spark, lake, "gold.users").collect()}
+    frames = {(r["video_id"], r["shot_idx"]): (r["frame_idx"], r["item_idx"])
+              for r in delta_io.read_table(spark, lake, "gold.frames").collect()}
+    video_of = dict(frames.values())
+    positives = {(users[r["user_id"]], frames[(r["video_id"], r["shot_idx"])][0]) for r in
+                 delta_io.read_table(spark, lake, "gold.interactions").filter(F.col("label") == 1).collect()}
+    assert 0 < len(held) < len(positives)
+
+    asked = {(u, video_of[f]) for u, f in held}
+    expected = {(u, f, v, int((u, f) in held)) for u, v in asked for f, item in video_of.items()
+                if item == v and ((u, f) in held or (u, f) not in positives)}
+    got = [(q["user"], q["frame"], q["query"], q["relevant"]) for q in queries]
+    assert len(got) == len(set(got)) and set(got) == expected
+
+
+def test_early_stopping_keeps_the_epoch_that_ranks_the_validation_queries_best(spark, frame_gold):
+    lake, config = frame_gold
+    settings = {"num_proc": 1, "epochs": 5, "batch_size": 64, "lr": 0.03, "patience": 5, "hyper": {"bpr": {"dim": 8}}}
+    result, run = train(spark, lake, config, "bpr", **settings)
+    ndcg = [h["val_ndcg"] for h in result.history]
+    assert result.monitor == "val_ndcg" and len(ndcg) == 5 and all(0 < v <= 1 for v in ndcg)
+    assert result.best_epoch == int(np.argmax(ndcg)) and result.best_val_ndcg == max(ndcg)
+    assert result.best_val_loss == result.history[result.best_epoch]["val_loss"]
+    assert run.metrics["best_val_ndcg"] == max(ndcg)
+    by_loss, _ = train(spark, lake, config, "bpr", monitor="val_loss", **settings)
+    assert by_loss.monitor == "val_loss" and by_loss.best_val_ndcg is None and by_loss.run_key != result.run_key
+    assert "val_ndcg" not in by_loss.history[0]
+    assert by_loss.best_epoch == int(np.argmin([h["val_loss"] for h in by_loss.history]))
+
+
+def test_a_grid_serves_the_point_that_ranks_the_validation_queries_best(spark, frame_gold):
+    """An L2 weight of 10 flattens every score: the grid must serve the other point, and a rerun trains nothing."""
+    from kfr_spark.train import selected_model_run
+
+    lake, config = frame_gold
+    config = with_train(config, num_proc=1, epochs=3, batch_size=64, lr=0.03, patience=3, hyper={"bpr": {"dim": 8}})
+    run = JobRun(job="train", config_hash="test")
+    best = train_grid(spark, lake, config, "bpr", run, {"reg": [10.0, 0.0]})
+    assert best.model == "bpr" and run.metrics["grid_points"] == 2 and run.metrics["grid_chosen"] == 1
+    assert run.metrics["grid.reg"] == 0.0
+    assert selected_model_run(spark, lake, "bpr")["run_key"] == best.run_key
+    runs = delta_io.read_table(spark, lake, "ops.model_runs").filter(F.col("model") == "bpr").collect()
+    assert any('"reg": 10.0' in r["params"] for r in runs if r["run_key"] != best.run_key)  # trained, not served
+    again = JobRun(job="train", config_hash="test")
+    assert train_grid(spark, lake, config, "bpr", again, {"reg": [10.0, 0.0]}).run_key == best.run_key
+    assert again.metrics["resumed_from_epoch"] == best.epochs_run  # found finished
+
+
+def test_a_grid_crosses_named_values_or_lists_its_points():
+    assert grid_points({"reg": [0.1, 0.2], "dim": [8]}) == [{"reg": 0.1, "dim": 8}, {"reg": 0.2, "dim": 8}]
+    assert grid_points([{"reg": 0.1, "reg_visual": 0.1}]) == [{"reg": 0.1, "reg_visual": 0.1}]
+    assert parse_grid(["reg=0.001,1e-2", "loss=bce"]) == {"reg": [0.001, 0.01], "loss": ["bce"]}
+    for bad in ({"reg": []}, [], [{}]):
+        with pytest.raises(ConfigError, match="grid"):
+            grid_points(bad)
+    with pytest.raises(ConfigError, match="NAME=V1,V2"):
+        parse_grid(["reg"])
 
 
 def test_the_run_key_follows_the_effective_hyper_parameters_not_how_they_were_spelled():
@@ -187,8 +257,8 @@ def test_a_model_name_serves_the_run_its_latest_training_resolved_to(spark, fram
     before = delta_io.current_version(spark, lake, "ops.model_selection")
     train(spark, lake, config, "pmf", **settings, hyper={"pmf": {"dim": 8}})
     assert delta_io.current_version(spark, lake, "ops.model_selection") == before
-    with pytest.raises(ConfigError, match="no trained bpr model"):
-        served_model(spark, lake, "bpr")
+    with pytest.raises(ConfigError, match="no trained jifr model"):
+        served_model(spark, lake, "jifr")
 
 
 def trained_inputs(spark, lake, trained) -> int:

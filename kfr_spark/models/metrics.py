@@ -162,6 +162,20 @@ def mean_by_user(values: Any, users: Any) -> tuple[np.ndarray, np.ndarray]:
         return uniq, np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
 
 
+def user_means_of_query_metric(users: Any, queries: Any, scores: Any, relevant: Any, metric: str = "ndcg",
+                               k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Long format, one row per (user, query, candidate) → per-user means of a per-query metric@k: the evaluation's
+    averaging (per query, per user, then over users), for the validation queries that choose a model. A query
+    without a relevant candidate counts for nothing; a user with none of those → NaN."""
+    users = np.asarray(users, dtype=np.int64)
+    queries = np.asarray(queries, dtype=np.int64)
+    if users.size == 0:
+        return users, np.zeros(0)
+    span = int(queries.max()) + 1
+    keys, per_query = grouped_ranking_metrics(users * span + queries, scores, relevant, (k,), metrics=(metric,))
+    return mean_by_user(per_query[f"{metric}@{k}"], keys // span)
+
+
 def summarize(per_user: Mapping[str, Any]) -> dict[str, float]:
     """Mean over users of each metric, NaN users skipped."""
     return {k: float(np.nanmean(np.asarray(v, dtype=np.float64))) if np.size(v) else float("nan")
