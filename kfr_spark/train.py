@@ -616,25 +616,26 @@ def train_grid(spark: SparkSession, lake: Lakehouse, config: KfrConfig, model_na
     """Train one model at every point of a hyper-parameter grid (on top of `train.hyper`) and serve the best on the
     validation measure (`train.monitor`): each point is an ordinary training with a run key of its own, so a
     rerun of the grid finds them finished, and a grid cut short resumes where it stopped."""
-    results = []
-    for i, point in enumerate(grid_points(grid), 1):
-        log.info("train: %s grid point %d: %s", model_name, i, point)
+    points, results = grid_points(grid), []
+    for i, point in enumerate(points):
+        log.info("train: %s grid point %d of %d: %s", model_name, i + 1, len(points), point)
         result = train_model(spark, lake, config, model_name, run, hyper=point)
-        results.append((point, result))
+        results.append((i, result))
         log.info("train: %s %s → validation NDCG@10 %s, loss %.4f at epoch %d", result.model, point,
                  "-" if result.best_val_ndcg is None else f"{result.best_val_ndcg:.4f}", result.best_val_loss,
                  result.best_epoch)
 
-    def badness(pr: tuple[dict[str, Any], TrainResult]) -> float:
-        r = pr[1]
+    def badness(ir: tuple[int, TrainResult]) -> float:
+        r = ir[1]
         return -r.best_val_ndcg if r.best_val_ndcg is not None else r.best_val_loss
 
-    point, best = min(results, key=badness)  # the first of equals: the grid's order breaks ties
+    chosen, best = min(results, key=badness)  # the first of equals: the grid's order breaks ties
+    point = points[chosen]
     select_model_run(spark, lake, best.model, best.run_key, run)
-    run.metrics.update({"grid_points": len(results), "grid_chosen": grid_points(grid).index(point)})
+    run.metrics.update({"grid_points": len(points), "grid_chosen": chosen})
     run.metrics.update({f"grid.{name}": float(v) for name, v in point.items()
                         if isinstance(v, int | float) and not isinstance(v, bool)})
-    log.info("train: %s serves %s (run %s) of %d grid points", best.model, point, best.run_key, len(results))
+    log.info("train: %s serves %s (run %s) of %d grid points", best.model, point, best.run_key, len(points))
     return best
 
 
@@ -746,8 +747,11 @@ def add_arguments(parser) -> None:
                         "validation NDCG@10 (default: train.grid.<model>)")
 
 
-def _scalar(value: Any) -> Any:
-    """YAML 1.1 reads 1e-3 (no dot) as a string: a grid of weights means the number."""
+def _grid_value(text: str) -> Any:
+    """A `--set` scalar, but a number where YAML 1.1 reads 1e-3 (no dot) as a string: a grid of weights means it."""
+    from kfr_spark.config import _parse_scalar
+
+    value = _parse_scalar(text)
     if isinstance(value, str):
         try:
             return float(value)
@@ -758,14 +762,12 @@ def _scalar(value: Any) -> Any:
 
 def parse_grid(specs: Sequence[str]) -> dict[str, list[Any]]:
     """`--grid reg=0.001,0.01` → {"reg": [0.001, 0.01]}: each value a YAML scalar, as in `--set`."""
-    import yaml
-
     grid: dict[str, list[Any]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
         if not sep or not name.strip() or not values.strip():
             raise ConfigError(f"--grid {spec!r}: expected NAME=V1,V2,...")
-        grid[name.strip()] = [_scalar(yaml.safe_load(v)) for v in values.split(",")]
+        grid[name.strip()] = [_grid_value(v) for v in values.split(",")]
     return grid
 
 
@@ -784,8 +786,10 @@ def run_job(args, config: KfrConfig) -> int:
         r = train_grid(spark, lake, config, model, run, grid) if grid else train_model(spark, lake, config, model, run)
     resumed = (f", resumed after epoch {r.resumed_from_epoch - 1} (optimizer step {r.resumed_at_step})"
                if r.resumed_from_epoch else "")
-    point = ", ".join(f"{k[5:]}={v:g}" for k, v in run.metrics.items() if k.startswith("grid."))
-    chosen = f" ({point}: best of {int(run.metrics['grid_points'])} grid points)" if grid else ""
+    chosen = ""
+    if grid:
+        point = ", ".join(f"{k}={v}" for k, v in grid_points(grid)[int(run.metrics["grid_chosen"])].items())
+        chosen = f" ({point}: best of {int(run.metrics['grid_points'])} grid points)"
     ndcg = f"validation NDCG@10 {r.best_val_ndcg:.4f}, " if r.best_val_ndcg is not None else ""
     print(f"train: {r.model}{chosen} on {r.processes} process(es): {r.train_rows:,} rows, {r.epochs_run} epochs"
           f"{resumed}, {ndcg}validation loss {r.best_val_loss:.4f} at epoch {r.best_epoch} in {r.seconds:.1f}s → "
